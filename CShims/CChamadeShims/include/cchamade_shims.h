@@ -1,0 +1,28 @@
+#ifndef CCHAMADE_SHIMS_H
+#define CCHAMADE_SHIMS_H
+// Our own C, kept to what Swift cannot call directly. Every function is one line and prefixed cchamade_.
+#include <opus.h>
+#include <stdint.h>
+
+// opus_encoder_ctl / opus_decoder_ctl are variadic C macros-over-functions: Swift cannot call them,
+// so each request we use gets a typed wrapper. Returns an OPUS_* code.
+static inline int cchamade_opus_set_bitrate(OpusEncoder *e, int32_t v) { return opus_encoder_ctl(e, OPUS_SET_BITRATE(v)); }
+static inline int cchamade_opus_set_complexity(OpusEncoder *e, int32_t v) { return opus_encoder_ctl(e, OPUS_SET_COMPLEXITY(v)); }
+static inline int cchamade_opus_set_inband_fec(OpusEncoder *e, int32_t v) { return opus_encoder_ctl(e, OPUS_SET_INBAND_FEC(v)); }
+static inline int cchamade_opus_set_packet_loss_perc(OpusEncoder *e, int32_t v) { return opus_encoder_ctl(e, OPUS_SET_PACKET_LOSS_PERC(v)); }
+static inline int cchamade_opus_set_dtx(OpusEncoder *e, int32_t v) { return opus_encoder_ctl(e, OPUS_SET_DTX(v)); }
+static inline int cchamade_opus_get_bitrate(OpusEncoder *e, int32_t *v) { return opus_encoder_ctl(e, OPUS_GET_BITRATE(v)); }
+static inline int cchamade_opus_get_lookahead(OpusEncoder *e, int32_t *v) { return opus_encoder_ctl(e, OPUS_GET_LOOKAHEAD(v)); }
+static inline int cchamade_opus_encoder_reset(OpusEncoder *e) { return opus_encoder_ctl(e, OPUS_RESET_STATE); }
+static inline int cchamade_opus_decoder_reset(OpusDecoder *d) { return opus_decoder_ctl(d, OPUS_RESET_STATE); }
+
+// RealtimeSanitizer entry points (clang's rtsan runtime). Declared here so Swift can call them; they are
+// resolved only when a binary links libclang_rt.rtsan (see Tests/README); the weak declarations make them
+// null otherwise, so callers must check.
+void __rtsan_realtime_enter(void) __attribute__((weak));
+void __rtsan_realtime_exit(void) __attribute__((weak));
+static inline int cchamade_rtsan_available(void) { return __rtsan_realtime_enter != 0; }
+static inline void cchamade_rtsan_enter(void) { if (__rtsan_realtime_enter) __rtsan_realtime_enter(); }
+static inline void cchamade_rtsan_exit(void) { if (__rtsan_realtime_exit) __rtsan_realtime_exit(); }
+
+#endif

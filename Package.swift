@@ -1,0 +1,74 @@
+// swift-tools-version: 6.1
+import PackageDescription
+
+// Swift 6 language mode everywhere; the upcoming features STYLE.md asks for.
+let swiftSettings: [SwiftSetting] = [
+    .enableUpcomingFeature("ExistentialAny"),
+    .enableUpcomingFeature("InternalImportsByDefault"),
+    .enableUpcomingFeature("MemberImportVisibility"),
+]
+
+let package = Package(
+    name: "chamade",
+    platforms: [.macOS(.v15)],
+    products: [
+        .executable(name: "chamade", targets: ["chamade"]),
+        .library(name: "ChamadeEngine", targets: ["ChamadeEngine"]),
+        .library(name: "ChamadeCore", targets: ["ChamadeCore"]),
+        .library(name: "ChamadeDSP", targets: ["ChamadeDSP"]),
+        .library(name: "ChamadeAudioFile", targets: ["ChamadeAudioFile"]),
+        .library(name: "ChamadeTools", targets: ["ChamadeTools"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // C libraries, found through pkg-config (Debian: libsamplerate0-dev, libopus-dev, libsndfile1-dev).
+        .systemLibrary(
+            name: "CSampleRate", path: "CShims/CSampleRate", pkgConfig: "samplerate",
+            providers: [.apt(["libsamplerate0-dev"])]),
+        .systemLibrary(
+            name: "CSndFile", path: "CShims/CSndFile", pkgConfig: "sndfile",
+            providers: [.apt(["libsndfile1-dev"])]),
+        .systemLibrary(
+            name: "COpus", path: "CShims/COpus", pkgConfig: "opus",
+            providers: [.apt(["libopus-dev"])]),
+        // Our own C: one-line typed wrappers for what Swift cannot call (variadic opus_*_ctl).
+        .target(name: "CChamadeShims", dependencies: ["COpus"], path: "CShims/CChamadeShims"),
+
+        .target(name: "ChamadeCore", swiftSettings: swiftSettings),
+        .target(
+            name: "ChamadeDSP",
+            dependencies: ["ChamadeCore", "CSampleRate", "COpus", "CChamadeShims"],
+            swiftSettings: swiftSettings),
+        .target(name: "ChamadeAudioFile", dependencies: ["CSndFile"], swiftSettings: swiftSettings),
+        .target(name: "ChamadeEngine", dependencies: ["ChamadeCore", "ChamadeDSP"], swiftSettings: swiftSettings),
+        .target(
+            name: "ChamadeTools",
+            dependencies: ["ChamadeEngine", "ChamadeAudioFile", "ChamadeCore"],
+            swiftSettings: swiftSettings),
+        .target(
+            name: "ChamadeTesting",
+            dependencies: ["ChamadeCore", "ChamadeAudioFile"],
+            swiftSettings: swiftSettings),
+        .executableTarget(
+            name: "chamade",
+            dependencies: [
+                "ChamadeTools",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ],
+            swiftSettings: swiftSettings),
+
+        .testTarget(
+            name: "ChamadeCoreTests", dependencies: ["ChamadeCore", "ChamadeTesting"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ChamadeDSPTests", dependencies: ["ChamadeDSP", "ChamadeTesting"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ChamadeAudioFileTests", dependencies: ["ChamadeAudioFile", "ChamadeTesting"],
+            swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ChamadeToolsTests",
+            dependencies: ["ChamadeTools", "ChamadeAudioFile", "ChamadeTesting", "chamade"],
+            swiftSettings: swiftSettings),
+    ]
+)

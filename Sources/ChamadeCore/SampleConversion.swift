@@ -1,0 +1,66 @@
+/// Conversions between the engine's Int16 samples and libsamplerate's Float samples.
+///
+/// Full scale is 32768: Int16 → Float divides by it, Float → Int16 multiplies, rounds to nearest
+/// (ties to even) and saturates to [-32768, 32767]. The rounding uses the 1.5 × 2^23 trick rather
+/// than `rounded()`, which on baseline x86-64 (no SSE4.1) is a libm call per sample; this form
+/// vectorises (FACTS.md: libsamplerate's own helpers are 20× slower than a vector loop).
+///
+/// Real-time safe.
+public enum SampleConversion {
+    public static let fullScale: Float = 32768
+
+    @inlinable
+    public static func toFloat(_ input: UnsafeBufferPointer<Int16>, into output: UnsafeMutableBufferPointer<Float>) {
+        let n = input.count
+        precondition(output.count >= n, "output too short")
+        guard n > 0 else { return }
+        let i = input.baseAddress!
+        let o = output.baseAddress!
+        let scale: Float = 1 / fullScale
+        for k in 0..<n { o[k] = Float(i[k]) * scale }
+    }
+
+    @inlinable
+    public static func toFloat(_ input: UnsafeBufferPointer<Int32>, into output: UnsafeMutableBufferPointer<Float>) {
+        let n = input.count
+        precondition(output.count >= n, "output too short")
+        guard n > 0 else { return }
+        let i = input.baseAddress!
+        let o = output.baseAddress!
+        let scale: Float = 1 / fullScale
+        for k in 0..<n { o[k] = Float(i[k]) * scale }
+    }
+
+    /// Rounds one scaled value to Int16 with saturation.
+    @inlinable @inline(__always)
+    public static func toInt16(_ x: Float) -> Int16 {
+        let clamped = min(max(x * fullScale, -32768), 32767)
+        // Adding and removing 1.5 × 2^23 rounds to nearest-even for |v| < 2^22.
+        let magic: Float = 12_582_912
+        return Int16(truncatingIfNeeded: Int32((clamped + magic) - magic))
+    }
+
+    @inlinable
+    public static func toInt16(_ input: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Int16>) {
+        let n = input.count
+        precondition(output.count >= n, "output too short")
+        guard n > 0 else { return }
+        let i = input.baseAddress!
+        let o = output.baseAddress!
+        for k in 0..<n { o[k] = toInt16(i[k]) }
+    }
+
+    /// out = toInt16(a − b): a shared conversion of the total minus a participant's own conversion.
+    @inlinable
+    public static func toInt16(
+        _ a: UnsafeBufferPointer<Float>, minus b: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Int16>
+    ) {
+        let n = output.count
+        precondition(a.count >= n && b.count >= n, "inputs too short")
+        guard n > 0 else { return }
+        let x = a.baseAddress!
+        let y = b.baseAddress!
+        let o = output.baseAddress!
+        for k in 0..<n { o[k] = toInt16(x[k] - y[k]) }
+    }
+}

@@ -1,0 +1,159 @@
+public import ChamadeCore
+public import ChamadeDSP
+public import ChamadeAudioFile
+import ChamadeEngine
+import Foundation
+
+/// `chamade replay`: runs a room offline, faster than real time, with each input file as one
+/// participant, through the same tick arithmetic as the live engine (`RoomMixer`).
+///
+/// Writes `<out>/<input-name>.mixminus.wav` (what that participant hears, at its own rate) and
+/// `<out>/room.wav` (the full mix at the room's rate), all 16-bit mono. The room runs until the
+/// longest input ends, plus `tailBlockCount` blocks so the converters' delay does not cut the end.
+/// Deterministic: the same inputs give byte-identical outputs.
+public enum Replay {
+    /// Blocks run after the longest input ends: two conversions of SINC_FASTEST delay about 2 ms,
+    /// SINC_BEST about 20 ms, so two blocks cover every converter type.
+    public static let tailBlockCount = 2
+
+    public struct Options: Sendable {
+        public var inputs: [String]
+        public var outputDirectory: String
+        public var nativeRate: SampleRate
+        public var quality: ConverterQuality
+
+        public init(
+            inputs: [String], outputDirectory: String, nativeRate: SampleRate = .hz48000,
+            quality: ConverterQuality = .default
+        ) {
+            self.inputs = inputs
+            self.outputDirectory = outputDirectory
+            self.nativeRate = nativeRate
+            self.quality = quality
+        }
+    }
+
+    public enum Error: Swift.Error, CustomStringConvertible, Sendable {
+        case noInputs
+        case duplicateName(String)
+        case unsupportedInputRate(path: String, hertz: Int)
+        case audioFile(AudioFile.Error)
+        case cannotCreateDirectory(path: String, reason: String)
+        case converter(SampleRateConverter.Error)
+
+        public var description: String {
+            switch self {
+            case .noInputs: "no input files"
+            case .duplicateName(let name):
+                "two inputs are named \(name); their outputs would collide (rename one)"
+            case .unsupportedInputRate(let path, let hertz):
+                "\(path): unsupported sample rate \(hertz) Hz (use a multiple of 50 from 8000 to 48000)"
+            case .audioFile(let e): e.description
+            case .cannotCreateDirectory(let path, let reason): "cannot create output directory \(path): \(reason)"
+            case .converter(let e): e.description
+            }
+        }
+    }
+
+    public struct Summary: Sendable {
+        /// One path per input, in input order.
+        public var mixMinusPaths: [String]
+        public var roomPath: String
+        public var tickCount: Int
+        /// Seconds of audio produced (ticks × 20 ms).
+        public var seconds: Double { Double(tickCount) / Double(SampleRate.blocksPerSecond) }
+    }
+
+    /// The output name for an input path: its file name without the extension.
+    public static func participantName(_ path: String) -> String {
+        URL(fileURLWithPath: path).deletingPathExtension().lastPathComponent
+    }
+
+    /// Runs the replay. `progress` receives a line now and then for inputs longer than 30 s.
+    public static func run(_ options: Options, progress: ((String) -> Void)? = nil) throws(Error) -> Summary {
+        guard !options.inputs.isEmpty else { throw .noInputs }
+        var seen = Set<String>()
+        for path in options.inputs {
+            let name = participantName(path)
+            guard seen.insert(name).inserted else { throw .duplicateName(name) }
+        }
+        var tracks: [AudioFile.Contents] = []
+        var rates: [SampleRate] = []
+        for path in options.inputs {
+            let contents: AudioFile.Contents
+            do { contents = try AudioFile.read(path) } catch { throw .audioFile(error) }
+            guard let rate = try? SampleRate(hertz: contents.sampleRate) else {
+                throw .unsupportedInputRate(path: path, hertz: contents.sampleRate)
+            }
+            tracks.append(contents)
+            rates.append(rate)
+        }
+        do {
+            try FileManager.default.createDirectory(
+                atPath: options.outputDirectory, withIntermediateDirectories: true)
+        } catch {
+            throw .cannotCreateDirectory(path: options.outputDirectory, reason: error.localizedDescription)
+        }
+
+        let blocksPerTrack = zip(tracks, rates).map { track, rate in
+            (track.samples.count + rate.blockSampleCount - 1) / rate.blockSampleCount
+        }
+        let tickCount = (blocksPerTrack.max() ?? 0) + tailBlockCount
+
+        var mixer: RoomMixer
+        do { mixer = try RoomMixer(nativeRate: options.nativeRate, participantRates: rates, quality: options.quality) }
+        catch { throw .converter(error) }
+
+        let outDir = URL(fileURLWithPath: options.outputDirectory)
+        let mixMinusPaths = options.inputs.map {
+            outDir.appendingPathComponent(participantName($0) + ".mixminus.wav").path
+        }
+        let roomPath = outDir.appendingPathComponent("room.wav").path
+        // One writer per participant plus the room: ~Copyable writers live in a fixed buffer.
+        let writers = UnsafeMutablePointer<AudioFile.WAVWriter>.allocate(capacity: rates.count + 1)
+        var opened = 0
+        defer {
+            writers.deinitialize(count: opened)
+            writers.deallocate()
+        }
+        do throws(AudioFile.Error) {
+            for (i, path) in mixMinusPaths.enumerated() {
+                (writers + i).initialize(to: try AudioFile.WAVWriter(path: path, sampleRate: rates[i].hertz))
+                opened += 1
+            }
+            (writers + rates.count).initialize(to: try AudioFile.WAVWriter(path: roomPath, sampleRate: options.nativeRate.hertz))
+            opened += 1
+
+            let reportEvery = tickCount > 30 * SampleRate.blocksPerSecond ? max(1, tickCount / 10) : Int.max
+            for tick in 0..<tickCount {
+                for p in 0..<rates.count {
+                    fill(mixer.inputBlock(p), from: tracks[p].samples, block: tick)
+                }
+                do { try mixer.tick() } catch { throw AudioFile.Error.cannotWrite(path: roomPath, reason: "\(error)") }
+                for p in 0..<rates.count { try writers[p].write(mixer.outputBlock(p)) }
+                try writers[rates.count].write(mixer.roomBlock)
+                if (tick + 1) % reportEvery == 0, let progress {
+                    let done = Double(tick + 1) / Double(SampleRate.blocksPerSecond)
+                    let all = Double(tickCount) / Double(SampleRate.blocksPerSecond)
+                    progress("replay: \((tick + 1) * 100 / tickCount)% (\(String(format: "%.1f", done)) of \(String(format: "%.1f", all)) s)")
+                }
+            }
+            for i in 0..<opened { try writers[i].close() }
+        } catch {
+            throw .audioFile(error)
+        }
+        return Summary(mixMinusPaths: mixMinusPaths, roomPath: roomPath, tickCount: tickCount)
+    }
+
+    /// Copies block `block` of `samples` into `destination`, zero-padding past the end.
+    private static func fill(_ destination: UnsafeMutableBufferPointer<Int16>, from samples: [Int16], block: Int) {
+        let start = block * destination.count
+        let available = max(0, min(destination.count, samples.count - start))
+        samples.withUnsafeBufferPointer { source in
+            if available > 0 { destination.baseAddress!.update(from: source.baseAddress! + start, count: available) }
+        }
+        if available < destination.count {
+            (destination.baseAddress! + available).update(repeating: 0, count: destination.count - available)
+        }
+    }
+}
