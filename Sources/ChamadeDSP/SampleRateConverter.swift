@@ -197,6 +197,40 @@ public struct SampleRateConverter: ~Copyable {
         fifo.update(repeating: 0, count: fifoCapacity)
     }
 
+    /// Converts a whole signal in one stream (no 20 ms framing), flushing the filter at the end:
+    /// sample t of the result is the block converter's output sample t + `delaySampleCount`.
+    /// Not real-time safe; the reference for tests and offline tools.
+    public static func convertWhole(
+        _ input: [Float], from inputRate: SampleRate, to outputRate: SampleRate, quality: ConverterQuality = .default
+    ) throws(Error) -> [Float] {
+        guard inputRate != outputRate else { return input }
+        var code: Int32 = 0
+        guard let state = src_new(quality.rawValue, 1, &code) else { throw .from(code: code) }
+        defer { src_delete(state) }
+        let ratio = Double(outputRate.hertz) / Double(inputRate.hertz)
+        let expected = Int((Double(input.count) * ratio).rounded())
+        var output = [Float](repeating: 0, count: expected + 4096)
+        let generated = try input.withUnsafeBufferPointer { (inp) throws(Error) -> Int in
+            try output.withUnsafeMutableBufferPointer { (out) throws(Error) -> Int in
+                var used = 0
+                var produced = 0
+                while produced < out.count {
+                    var data = SRC_DATA(
+                        data_in: inp.baseAddress! + used, data_out: out.baseAddress! + produced,
+                        input_frames: inp.count - used, output_frames: out.count - produced,
+                        input_frames_used: 0, output_frames_gen: 0, end_of_input: 1, src_ratio: ratio)
+                    let c = src_process(state, &data)
+                    if c != 0 { throw .from(code: c) }
+                    used += data.input_frames_used
+                    produced += data.output_frames_gen
+                    if data.output_frames_gen == 0 { break }
+                }
+                return produced
+            }
+        }
+        return Array(output[0..<min(generated, expected)])
+    }
+
     /// Runs `src_process` until the whole input is consumed; returns the samples generated.
     private static func run(
         _ state: OpaquePointer, ratio: Double, input: UnsafePointer<Float>, count: Int,
