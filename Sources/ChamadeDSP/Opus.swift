@@ -11,20 +11,19 @@ public enum Opus {
         case unsupportedRate(hertz: Int)
         /// A block must be exactly 20 ms at the codec's rate.
         case wrongBlockSize(expected: Int, got: Int)
-        /// libopus returned an `OPUS_*` error code.
-        case libopus(code: Int32, message: String)
+        /// libopus returned an `OPUS_*` error code (a trivial payload: throwing allocates nothing).
+        case libopus(code: Int32)
 
         public var description: String {
             switch self {
             case .unsupportedRate(let hertz): "Opus does not support \(hertz) Hz (use 8000, 12000, 16000, 24000 or 48000)"
             case .wrongBlockSize(let expected, let got): "Opus block must be \(expected) samples, got \(got)"
-            case .libopus(let code, let message): "libopus error \(code): \(message)"
+            case .libopus(let code):
+                "libopus error \(code): \(opus_strerror(code).map { String(cString: $0) } ?? "unknown error")"
             }
         }
 
-        static func from(code: Int32) -> Self {
-            .libopus(code: code, message: opus_strerror(code).map { String(cString: $0) } ?? "unknown error")
-        }
+        static func from(code: Int32) -> Self { .libopus(code: code) }
     }
 
     /// The rates libopus accepts.

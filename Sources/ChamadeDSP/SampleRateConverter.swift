@@ -50,19 +50,18 @@ public struct SampleRateConverter: ~Copyable {
     public enum Error: Swift.Error, Hashable, Sendable, CustomStringConvertible {
         /// A rate outside the supported set (8000–48000 Hz, multiple of 50).
         case unsupportedRate(hertz: Int)
-        /// libsamplerate returned an error code; `message` is `src_strerror`'s text.
-        case libsamplerate(code: Int32, message: String)
+        /// libsamplerate returned an error code (a trivial payload: throwing allocates nothing).
+        case libsamplerate(code: Int32)
 
         public var description: String {
             switch self {
             case .unsupportedRate(let hertz): SampleRate.Error.unsupported(hertz: hertz).description
-            case .libsamplerate(let code, let message): "libsamplerate error \(code): \(message)"
+            case .libsamplerate(let code):
+                "libsamplerate error \(code): \(src_strerror(code).map { String(cString: $0) } ?? "unknown error")"
             }
         }
 
-        static func from(code: Int32) -> Self {
-            .libsamplerate(code: code, message: src_strerror(code).map { String(cString: $0) } ?? "unknown error")
-        }
+        static func from(code: Int32) -> Self { .libsamplerate(code: code) }
     }
 
     public let inputRate: SampleRate
@@ -73,6 +72,11 @@ public struct SampleRateConverter: ~Copyable {
     /// Blocks for which libsamplerate produced fewer samples than due (never expected; the margin
     /// absorbs jitter). Kept for tests and telemetry.
     public private(set) var underrunCount = 0
+    /// Blocks on which `src_process` returned an error. After a successful `init` it can only fail
+    /// on a programming error, so the tick counts failures (output: silence) instead of throwing.
+    public private(set) var failureCount = 0
+    /// The most recent failure, if any.
+    public private(set) var lastFailure: Error?
 
     // nil for equal rates.
     private let state: OpaquePointer?
@@ -145,9 +149,7 @@ public struct SampleRateConverter: ~Copyable {
 
     /// Converts one block: `input.count == inputRate.blockSampleCount`,
     /// `output.count == outputRate.blockSampleCount`. Real-time safe.
-    public mutating func process(_ input: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Float>)
-        throws(Error)
-    {
+    public mutating func process(_ input: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Float>) {
         let outCount = outputRate.blockSampleCount
         precondition(input.count == inputRate.blockSampleCount, "input must be exactly one block")
         precondition(output.count == outCount, "output must be exactly one block")
@@ -160,7 +162,11 @@ public struct SampleRateConverter: ~Copyable {
             output: fifo + fifoCount, capacity: fifoCapacity - fifoCount)
         switch result {
         case .success(let generated): fifoCount += generated
-        case .failure(let error): throw error
+        case .failure(let error):
+            failureCount += 1
+            lastFailure = error
+            output.baseAddress!.update(repeating: 0, count: outCount)
+            return
         }
         let available = min(fifoCount, outCount)
         let missing = outCount - available
@@ -179,13 +185,13 @@ public struct SampleRateConverter: ~Copyable {
     public mutating func process(
         _ input: UnsafeBufferPointer<Int16>, into output: UnsafeMutableBufferPointer<Int16>,
         inputScratch: UnsafeMutableBufferPointer<Float>, outputScratch: UnsafeMutableBufferPointer<Float>
-    ) throws(Error) {
+    ) {
         if state == nil {
             output.baseAddress!.update(from: input.baseAddress!, count: output.count)
             return
         }
         SampleConversion.toFloat(input, into: inputScratch)
-        try process(UnsafeBufferPointer(inputScratch), into: outputScratch)
+        process(UnsafeBufferPointer(inputScratch), into: outputScratch)
         SampleConversion.toInt16(UnsafeBufferPointer(outputScratch), into: output)
     }
 

@@ -115,11 +115,14 @@ public struct RoomMixer: ~Copyable {
     public var roomBlock: UnsafeBufferPointer<Int16> { UnsafeBufferPointer(room) }
 
     /// Runs one tick over the current input blocks. Real-time safe.
-    public mutating func tick() throws(SampleRateConverter.Error) {
+    public mutating func tick() {
         let nativeBlock = nativeRate.blockSampleCount
         for p in 0..<participantCount {
             let row = UnsafeMutableBufferPointer(rebasing: rows[(p * nativeBlock)..<((p + 1) * nativeBlock)])
-            try convert(&inbound[p], UnsafeBufferPointer(inputBlock(p)), into: row)
+            // `(base + p).pointee`, not `base[p]`: the subscript form of a mutating call on a ~Copyable
+            // pointee crashes the Swift 6.3.1 compiler under -sanitize=thread ("Invalid bitcast").
+            (inbound + p).pointee.process(
+                UnsafeBufferPointer(inputBlock(p)), into: row, inputScratch: scratchIn(p), outputScratch: scratchOutNative)
         }
         MixMinus.accumulate(rows: UnsafeBufferPointer(rows), participantCount: participantCount, into: total)
         MixMinus.saturate(UnsafeBufferPointer(total), into: room)
@@ -127,17 +130,26 @@ public struct RoomMixer: ~Copyable {
             let row = UnsafeBufferPointer(rebasing: rows[(p * nativeBlock)..<((p + 1) * nativeBlock)])
             MixMinus.subtract(own: row, from: UnsafeBufferPointer(total), into: nativeScratch)
             let out = UnsafeMutableBufferPointer(mutating: outputBlock(p))
-            try convert(&outbound[p], UnsafeBufferPointer(nativeScratch), into: out)
+            (outbound + p).pointee.process(
+                UnsafeBufferPointer(nativeScratch), into: out, inputScratch: scratchInNative, outputScratch: scratchOut(p))
         }
     }
 
-    private func convert(
-        _ converter: inout SampleRateConverter, _ input: UnsafeBufferPointer<Int16>,
-        into output: UnsafeMutableBufferPointer<Int16>
-    ) throws(SampleRateConverter.Error) {
-        try converter.process(
-            input, into: output,
-            inputScratch: UnsafeMutableBufferPointer(rebasing: floatIn[0..<input.count]),
-            outputScratch: UnsafeMutableBufferPointer(rebasing: floatOut[0..<output.count]))
+    /// Float scratch sized for participant `p`'s block (input side of its inbound conversion).
+    private func scratchIn(_ p: Int) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: floatIn[0..<rates[p].blockSampleCount])
+    }
+
+    /// Float scratch sized for participant `p`'s block (output side of its outbound conversion).
+    private func scratchOut(_ p: Int) -> UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: floatOut[0..<rates[p].blockSampleCount])
+    }
+
+    private var scratchOutNative: UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: floatOut[0..<nativeRate.blockSampleCount])
+    }
+
+    private var scratchInNative: UnsafeMutableBufferPointer<Float> {
+        UnsafeMutableBufferPointer(rebasing: floatIn[0..<nativeRate.blockSampleCount])
     }
 }

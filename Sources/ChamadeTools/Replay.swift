@@ -129,7 +129,7 @@ public enum Replay {
                 for p in 0..<rates.count {
                     fill(mixer.inputBlock(p), from: tracks[p].samples, block: tick)
                 }
-                do { try mixer.tick() } catch { throw AudioFile.Error.cannotWrite(path: roomPath, reason: "\(error)") }
+                mixer.tick()
                 for p in 0..<rates.count { try writers[p].write(mixer.outputBlock(p)) }
                 try writers[rates.count].write(mixer.roomBlock)
                 if (tick + 1) % reportEvery == 0, let progress {

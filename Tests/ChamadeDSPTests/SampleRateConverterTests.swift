@@ -11,9 +11,9 @@ func convertBlocks(
     let blocks = input.count / a.blockSampleCount
     var out = [Float](repeating: 0, count: blocks * b.blockSampleCount)
     for k in 0..<blocks {
-        try input.withUnsafeBufferPointer { i in
-            try out.withUnsafeMutableBufferPointer { o in
-                try converter.process(
+        input.withUnsafeBufferPointer { i in
+            out.withUnsafeMutableBufferPointer { o in
+                converter.process(
                     UnsafeBufferPointer(rebasing: i[(k * a.blockSampleCount)..<((k + 1) * a.blockSampleCount)]),
                     into: UnsafeMutableBufferPointer(rebasing: o[(k * b.blockSampleCount)..<((k + 1) * b.blockSampleCount)]))
             }
@@ -56,8 +56,8 @@ struct SampleRateConverterTests {
         var fOut = [Float](repeating: 0, count: b.blockSampleCount)
         var block = [Int16](repeating: 0, count: b.blockSampleCount)
         for k in 0..<30 {
-            try input.withUnsafeBufferPointer { i in
-                try converter.process(
+            input.withUnsafeBufferPointer { i in
+                converter.process(
                     UnsafeBufferPointer(rebasing: i[(k * a.blockSampleCount)..<((k + 1) * a.blockSampleCount)]),
                     into: block.withUnsafeMutableBufferPointer { $0 },
                     inputScratch: fIn.withUnsafeMutableBufferPointer { $0 },
@@ -102,8 +102,8 @@ struct SampleRateConverterTests {
         var out = [Float](repeating: 0, count: b.blockSampleCount)
         let blocks = 10 * 60 * 50
         for _ in 0..<blocks {
-            try input.withUnsafeBufferPointer { i in
-                try out.withUnsafeMutableBufferPointer { o in try converter.process(i, into: o) }
+            input.withUnsafeBufferPointer { i in
+                out.withUnsafeMutableBufferPointer { o in converter.process(i, into: o) }
             }
         }
         let underruns = converter.underrunCount
@@ -121,8 +121,8 @@ struct SampleRateConverterTests {
         var output = [Int16](repeating: 0, count: 320)
         var s1 = [Float](repeating: 0, count: 320)
         var s2 = [Float](repeating: 0, count: 320)
-        try input.withUnsafeBufferPointer { i in
-            try converter.process(
+        input.withUnsafeBufferPointer { i in
+            converter.process(
                 i, into: output.withUnsafeMutableBufferPointer { $0 },
                 inputScratch: s1.withUnsafeMutableBufferPointer { $0 }, outputScratch: s2.withUnsafeMutableBufferPointer { $0 })
         }
@@ -169,11 +169,11 @@ struct SampleRateConverterTests {
         var o1 = [Float](repeating: 0, count: b.blockSampleCount)
         var o2 = [Float](repeating: 0, count: b.blockSampleCount)
         for _ in 0..<3 {
-            try noise.withUnsafeBufferPointer { i in try o1.withUnsafeMutableBufferPointer { try used.process(i, into: $0) } }
+            noise.withUnsafeBufferPointer { i in o1.withUnsafeMutableBufferPointer { used.process(i, into: $0) } }
         }
         used.reset()
-        try tone.withUnsafeBufferPointer { i in try o1.withUnsafeMutableBufferPointer { try used.process(i, into: $0) } }
-        try tone.withUnsafeBufferPointer { i in try o2.withUnsafeMutableBufferPointer { try fresh.process(i, into: $0) } }
+        tone.withUnsafeBufferPointer { i in o1.withUnsafeMutableBufferPointer { used.process(i, into: $0) } }
+        tone.withUnsafeBufferPointer { i in o2.withUnsafeMutableBufferPointer { fresh.process(i, into: $0) } }
         #expect(o1 == o2)
     }
 }

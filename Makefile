@@ -1,0 +1,44 @@
+# make run   — installs what is missing, builds release, runs the main job (a replay of the fixtures
+#              until the server lands; then: serves on 127.0.0.1:8787)
+# make test  — installs what is missing, runs the whole test suite (plus the ring stress under TSan)
+SWIFT ?= swift
+OUT ?= out
+
+.PHONY: all deps build run test test-tsan bench baselines fixtures clean
+
+all: build
+
+deps:
+	@scripts/install-deps.sh
+
+build: deps
+	$(SWIFT) build -c release --product chamade
+
+run: build
+	.build/release/chamade replay fixtures/speech_16k.wav fixtures/speech_24k.wav fixtures/speech_48k.wav \
+		fixtures/tone_1k_24k.wav fixtures/silence_8k.wav --out $(OUT)/replay --rate 48000
+
+test: deps
+	$(SWIFT) build --build-tests
+	$(SWIFT) test --skip-build
+	$(MAKE) test-tsan
+
+# The concurrency tests again under ThreadSanitizer, in their own build folder.
+test-tsan: deps
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter "twoThreadStress"
+
+# Benchmarks (ordo-one/benchmark, with malloc counts); a separate package so its harness never
+# enters the main build.
+bench: deps
+	cd Benchmarks && $(SWIFT) package --disable-sandbox benchmark
+
+# The C reference speeds of each stage, to compare with `make bench` in the same sitting.
+baselines:
+	../shared/baselines/run.sh all
+
+# Regenerate fixtures (needs espeak-ng and sox) and the golden replay outputs.
+fixtures: build
+	fixtures/generate.sh
+
+clean:
+	rm -rf .build .build-tsan Benchmarks/.build $(OUT)
