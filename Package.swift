@@ -35,6 +35,8 @@ let package = Package(
             providers: [.apt(["libopus-dev"])]),
         // Our own C: one-line typed wrappers for what Swift cannot call (variadic opus_*_ctl).
         .target(name: "CChamadeShims", dependencies: ["COpus"], path: "CShims/CChamadeShims"),
+        // Counting malloc wrappers, linked only into `chamade` and the tests: proves the tick allocates nothing.
+        .target(name: "CChamadeMallocCounter", path: "CShims/CChamadeMallocCounter"),
 
         .target(name: "ChamadeCore", swiftSettings: swiftSettings),
         .target(
@@ -42,7 +44,9 @@ let package = Package(
             dependencies: ["ChamadeCore", "CSampleRate", "COpus", "CChamadeShims"],
             swiftSettings: swiftSettings),
         .target(name: "ChamadeAudioFile", dependencies: ["CSndFile"], swiftSettings: swiftSettings),
-        .target(name: "ChamadeEngine", dependencies: ["ChamadeCore", "ChamadeDSP"], swiftSettings: swiftSettings),
+        .target(
+            name: "ChamadeEngine", dependencies: ["ChamadeCore", "ChamadeDSP", "CChamadeShims"],
+            swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTools",
             dependencies: ["ChamadeEngine", "ChamadeAudioFile", "ChamadeCore"],
@@ -54,7 +58,7 @@ let package = Package(
         .executableTarget(
             name: "chamade",
             dependencies: [
-                "ChamadeTools",
+                "ChamadeTools", "CChamadeMallocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ],
             swiftSettings: swiftSettings),
@@ -63,6 +67,10 @@ let package = Package(
             name: "ChamadeCoreTests", dependencies: ["ChamadeCore", "ChamadeTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ChamadeDSPTests", dependencies: ["ChamadeDSP", "ChamadeTesting"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ChamadeEngineTests",
+            dependencies: ["ChamadeEngine", "ChamadeTesting", "CChamadeMallocCounter"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "ChamadeAudioFileTests", dependencies: ["ChamadeAudioFile", "ChamadeTesting"],
             swiftSettings: swiftSettings),

@@ -62,6 +62,19 @@ public final class SPSCRing<Element>: @unchecked Sendable {
         return Consumer(self)
     }
 
+    /// Elements ever written (the producer's index), as last published. Any thread. Real-time safe.
+    @inlinable public func writtenCount() -> Int {
+        // ORDERING: acquire pairs with the producer's release, so a caller that then reads
+        // `readCount()` never sees it ahead of this value.
+        tail.load(ordering: .acquiring)
+    }
+
+    /// Elements ever read or discarded (the consumer's index), as last published. Any thread.
+    @inlinable public func readCount() -> Int {
+        // ORDERING: acquire pairs with the consumer's release store of `head`.
+        head.load(ordering: .acquiring)
+    }
+
     /// The writing end. Owned by exactly one thread at a time.
     public struct Producer: ~Copyable, @unchecked Sendable {
         @usableFromInline let ring: SPSCRing<Element>
@@ -235,6 +248,13 @@ extension SPSCRing.Consumer where Element: BitwiseCopyable {
     @inlinable
     public mutating func discard(upTo count: Int) -> Int {
         withReadableSegments { first, second in min(count, first.count + second.count) }
+    }
+
+    /// Discards the oldest elements up to (not including) absolute index `index` (a value of
+    /// `writtenCount()`), as far as they are readable; returns how many were dropped.
+    @inlinable
+    public mutating func discard(before index: Int) -> Int {
+        discard(upTo: max(0, index - head))
     }
 
     /// Discards everything readable now and returns how many elements were dropped.

@@ -25,4 +25,14 @@ static inline int cchamade_rtsan_available(void) { return __rtsan_realtime_enter
 static inline void cchamade_rtsan_enter(void) { if (__rtsan_realtime_enter) __rtsan_realtime_enter(); }
 static inline void cchamade_rtsan_exit(void) { if (__rtsan_realtime_exit) __rtsan_realtime_exit(); }
 
+// Allocation counting on the tick. The clock thread raises this flag around each tick; the malloc
+// interposer (target CChamadeMallocCounter, linked only into `chamade` and the tests) counts every
+// allocation made by a thread while its flag is up. Without the interposer the flag is one TLS store.
+extern _Thread_local int cchamade_tick_active;
+static inline void cchamade_tick_enter(void) { cchamade_tick_active = 1; }
+static inline void cchamade_tick_exit(void) { cchamade_tick_active = 0; }
+// Allocations counted so far, and whether an interposer is counting at all.
+uint64_t cchamade_tick_allocation_count(void);
+int cchamade_allocation_counting_available(void);
+
 #endif

@@ -1,0 +1,180 @@
+import CChamadeShims
+import ChamadeCore
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+enum ShardCommand: Sendable {
+    case addRoom(Unmanaged<RoomCore>)
+    case removeRoom(RoomID)
+}
+
+/// One clock: a thread (or, with the virtual clock, the caller) ticking many rooms every 20 ms on
+/// absolute deadlines. Rooms are added and removed through a command ring; the tick's own events
+/// and telemetry leave through rings and relaxed atomics.
+final class ClockShard: @unchecked Sendable {
+    // SAFETY: tick-side fields are used only by the shard's clock thread (or the virtual-clock
+    // caller); the command producer is behind a Mutex; event and retire consumers are used only
+    // under the engine's housekeeping lock.
+    let index: Int
+    let roomCapacity: Int
+    let rooms: UnsafeMutablePointer<Unmanaged<RoomCore>>
+    var roomCount = 0
+
+    let commands: SPSCRing<ShardCommand>
+    let commandProducer: Mutex<SPSCRing<ShardCommand>.Producer>
+    var commandConsumer: SPSCRing<ShardCommand>.Consumer
+    let retired: SPSCRing<Unmanaged<RoomCore>>
+    var retireProducer: SPSCRing<Unmanaged<RoomCore>>.Producer
+    var retireConsumer: SPSCRing<Unmanaged<RoomCore>>.Consumer
+
+    let eventRing: SPSCRing<EngineEvent>
+    var events: EventSink
+    var eventConsumer: SPSCRing<EngineEvent>.Consumer
+    /// Per-tick processing time in nanoseconds, for `Engine.drainTickTimes` (bench); a full ring
+    /// simply stops recording.
+    let tickTimeRing: SPSCRing<Int64>
+    var tickTimeProducer: SPSCRing<Int64>.Producer
+    var tickTimeConsumer: SPSCRing<Int64>.Consumer
+
+    let telemetry = ShardTelemetry()
+    var schedule: TickSchedule
+    let running = Atomic<Bool>(false)
+
+    init(index: Int, roomCapacity: Int) {
+        self.index = index
+        self.roomCapacity = roomCapacity
+        rooms = .allocate(capacity: roomCapacity)
+        commands = SPSCRing(capacity: 2 * roomCapacity + 16)
+        commandProducer = Mutex(commands.takeProducer())
+        commandConsumer = commands.takeConsumer()
+        retired = SPSCRing(capacity: 2 * roomCapacity + 16)
+        retireProducer = retired.takeProducer()
+        retireConsumer = retired.takeConsumer()
+        eventRing = SPSCRing(capacity: 65536)
+        events = EventSink(producer: eventRing.takeProducer())
+        eventConsumer = eventRing.takeConsumer()
+        tickTimeRing = SPSCRing(capacity: 1 << 16)
+        tickTimeProducer = tickTimeRing.takeProducer()
+        tickTimeConsumer = tickTimeRing.takeConsumer()
+        schedule = TickSchedule(start: 0)
+    }
+
+    deinit {
+        for i in 0..<roomCount { rooms[i].release() }
+        while let r = retireConsumer.pop() { r.release() }
+        while let c = commandConsumer.pop() {
+            if case .addRoom(let r) = c { r.release() }
+        }
+        rooms.deallocate()
+    }
+
+    func send(_ command: ShardCommand) -> Bool { commandProducer.withLock { $0.push(command) } }
+
+    /// One tick of every room on this shard. Real-time safe.
+    func tickRooms() {
+        while let command = commandConsumer.pop() {
+            switch command {
+            case .addRoom(let room):
+                if roomCount < roomCapacity {
+                    rooms[roomCount] = room
+                    roomCount += 1
+                } else {
+                    _ = retireProducer.push(room)
+                }
+            case .removeRoom(let id):
+                for i in 0..<roomCount where rooms[i]._withUnsafeGuaranteedRef({ $0.id == id }) {
+                    let room = rooms[i]
+                    roomCount -= 1
+                    rooms[i] = rooms[roomCount]
+                    _ = retireProducer.push(room)
+                    break
+                }
+            }
+        }
+        cchamade_tick_enter()
+        let start = MonotonicClock.now()
+        for i in 0..<roomCount {
+            rooms[i]._withUnsafeGuaranteedRef { $0.tick(events: &events) }
+        }
+        let elapsed = MonotonicClock.now() - start
+        cchamade_tick_exit()
+        telemetry.record(tickNanoseconds: elapsed)
+        _ = tickTimeProducer.push(elapsed)
+    }
+
+    /// The clock thread's loop: sleep to the deadline, tick, count lateness; until stopped.
+    func run(realtimePriority: Bool) {
+        if realtimePriority { Self.raisePriority() }
+        schedule = TickSchedule(start: MonotonicClock.now() + schedulePeriod)
+        // ORDERING: relaxed; `stop()` needs only eventual visibility, the loop wakes every 20 ms.
+        while running.load(ordering: .relaxed) {
+            MonotonicClock.sleep(until: schedule.deadline)
+            let skippedBefore = schedule.skippedCount
+            _ = schedule.begin(now: MonotonicClock.now())
+            let skipped = schedule.skippedCount - skippedBefore
+            if skipped > 0 {
+                telemetry.skipped.wrappingAdd(skipped, ordering: .relaxed)
+                events.post(.skippedTicks(shard: index, count: skipped))
+            }
+            let deadline = schedule.deadline
+            tickRooms()
+            let now = MonotonicClock.now()
+            if schedule.end(now: now) {
+                telemetry.late.wrappingAdd(1, ordering: .relaxed)
+                events.post(.lateTick(shard: index, lateNanoseconds: now - deadline - schedulePeriod))
+            }
+        }
+    }
+
+    let schedulePeriod: Int64 = 20_000_000
+
+    /// SCHED_FIFO when permitted (root); otherwise the thread keeps normal scheduling.
+    static func raisePriority() {
+        #if canImport(Glibc)
+        var param = sched_param()
+        param.sched_priority = 10
+        _ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param)
+        #endif
+    }
+}
+
+/// Counters and a tick-time histogram of one shard: relaxed atomics, written by the tick.
+final class ShardTelemetry: Sendable {
+    /// Upper bounds of the tick-time histogram buckets, in microseconds (the last is +Inf).
+    static let bucketBoundsMicroseconds: [Int] = [50, 100, 250, 500, 1000, 2500, 5000, 10000, 20000]
+    let ticks = Atomic<Int>(0)
+    let late = Atomic<Int>(0)
+    let skipped = Atomic<Int>(0)
+    let tickNanosecondsTotal = Atomic<Int>(0)
+    let maxTickNanoseconds = Atomic<Int>(0)
+    init() {
+        bucketStorage = .allocate(capacity: Self.bucketBoundsMicroseconds.count + 1)
+        for i in 0...Self.bucketBoundsMicroseconds.count { (bucketStorage + i).initialize(to: Atomic(0)) }
+    }
+
+    // Atomics are ~Copyable: kept in raw storage rather than an Array.
+    nonisolated(unsafe) let bucketStorage: UnsafeMutablePointer<Atomic<Int>>
+
+    deinit {
+        bucketStorage.deinitialize(count: Self.bucketBoundsMicroseconds.count + 1)
+        bucketStorage.deallocate()
+    }
+
+    func record(tickNanoseconds ns: Int64) {
+        // ORDERING: relaxed throughout; statistics read eventually by other threads.
+        ticks.wrappingAdd(1, ordering: .relaxed)
+        tickNanosecondsTotal.wrappingAdd(Int(ns), ordering: .relaxed)
+        maxTickNanoseconds.max(Int(ns), ordering: .relaxed)
+        let us = Int(ns / 1000)
+        var b = 0
+        while b < Self.bucketBoundsMicroseconds.count && us > Self.bucketBoundsMicroseconds[b] { b += 1 }
+        bucketStorage[b].wrappingAdd(1, ordering: .relaxed)
+    }
+
+    func bucketCounts() -> [Int] {
+        (0...Self.bucketBoundsMicroseconds.count).map { bucketStorage[$0].load(ordering: .relaxed) }
+    }
+}

@@ -1,0 +1,200 @@
+public import ChamadeCore
+import ChamadeDSP
+import Synchronization
+
+/// One participant of a room, as its I/O side sees it: push audio in, pull its mix-minus out,
+/// place marks, ask for a clear (barge-in), change rate, leave.
+///
+/// Threading: every method may be called from any thread. The I/O-side ring ends are kept behind
+/// a mutex that only I/O threads take (never the clock), so the tick is never blocked by it.
+/// Not real-time safe (it may allocate on a rate change); cheap enough per chunk.
+public final class Participant: Sendable {
+    public let id: ParticipantID
+    public let room: Room
+
+    /// The I/O ends of the current tick-side state's rings.
+    struct IOSide: ~Copyable {
+        var state: ParticipantState
+        var decoder = PCMStreamDecoder()
+        var inProducer: SPSCRing<Int16>.Producer
+        var markProducer: SPSCRing<MarkRecord>.Producer
+        var outConsumer: BlockRing.Consumer
+        var nextMarkID: UInt64 = 1
+        var left = false
+
+        init(_ state: ParticipantState) {
+            self.state = state
+            inProducer = state.inbound.takeProducer()
+            markProducer = state.marks.takeProducer()
+            outConsumer = state.outbound.takeConsumer()
+        }
+    }
+
+    let io: Mutex<IOSide>
+    /// Samples refused because the playout queue was full (SPEC: `playout_overflow`).
+    let overflowSamples = Atomic<Int>(0)
+    /// Outbound blocks discarded by the reader because they were older than the limit (slow consumer).
+    let staleBlocks = Atomic<Int>(0)
+    let bytesIn = Atomic<Int>(0)
+    let blocksOut = Atomic<Int>(0)
+
+    /// Blocks kept for a reader that falls behind: about one second.
+    public static let outboundLimitBlocks = 50
+
+    init(id: ParticipantID, room: Room, state: ParticipantState) {
+        self.id = id
+        self.room = room
+        self.io = Mutex(IOSide(state))
+    }
+
+    /// The participant's rate (both directions).
+    public var sampleRate: SampleRate { io.withLock { $0.state.rate } }
+
+    /// Whether it receives its mix-minus.
+    public var isReceiving: Bool {
+        // ORDERING: relaxed; a flag.
+        io.withLock { $0.state.receiving.load(ordering: .relaxed) }
+    }
+
+    /// The result of pushing a chunk.
+    public struct PushResult: Sendable, Equatable {
+        /// Whole samples queued for playout.
+        public var acceptedSampleCount: Int
+        /// Samples that did not fit in the playout queue (≥ 60 s already queued) and were dropped.
+        public var droppedSampleCount: Int
+    }
+
+    /// Queues a chunk of PCM s16le at the participant's rate, of any size (an odd byte waits for
+    /// the next chunk). What does not fit in the playout queue is dropped and reported.
+    @discardableResult
+    public func push(_ bytes: UnsafeRawBufferPointer) -> PushResult {
+        // ORDERING: relaxed; statistics.
+        bytesIn.wrappingAdd(bytes.count, ordering: .relaxed)
+        let (written, dropped) = io.withLock { io in
+            guard !io.left else { return (0, 0) }
+            return io.decoder.decode(bytes, into: &io.inProducer)
+        }
+        if dropped > 0 { overflowSamples.wrappingAdd(dropped, ordering: .relaxed) }
+        return PushResult(acceptedSampleCount: written, droppedSampleCount: dropped)
+    }
+
+    /// Convenience for byte arrays.
+    @discardableResult
+    public func push(_ bytes: [UInt8]) -> PushResult { bytes.withUnsafeBytes { push($0) } }
+
+    /// Samples queued and not yet played.
+    public func queuedSampleCount() -> Int {
+        io.withLock { $0.state.inbound.writtenCount() - $0.state.inbound.readCount() }
+    }
+
+    /// A placed mark.
+    public struct Mark: Sendable, Equatable {
+        /// Its identity in `EngineEvent.markPlayed`.
+        public var id: UInt64
+        /// True when nothing was queued: the mark is reached already and no event will follow.
+        public var isReached: Bool
+    }
+
+    /// Places a mark after everything pushed so far. It is reported (`EngineEvent.markPlayed`) when
+    /// that audio has been played into the room, at once by `isReached` if nothing is queued.
+    public func mark() -> Mark {
+        io.withLock { io in
+            let id = io.nextMarkID
+            io.nextMarkID += 1
+            let position = io.state.inbound.writtenCount()
+            if io.left || io.state.inbound.readCount() >= position { return Mark(id: id, isReached: true) }
+            // A full mark queue (4096 pending) reports the mark as reached rather than lose it.
+            let queued = io.markProducer.push(MarkRecord(position: position, id: id))
+            return Mark(id: id, isReached: !queued)
+        }
+    }
+
+    /// Asks the tick to drop everything queued so far (barge-in). Audio pushed after this call is
+    /// kept. The tick answers with `EngineEvent.cleared` carrying the returned request number (or a
+    /// later one, when requests coalesce) and the amount dropped; pending marks up to here are
+    /// reported at once.
+    @discardableResult
+    public func requestClear() -> UInt64 {
+        io.withLock { io in
+            io.decoder.reset()
+            let state = io.state
+            // ORDERING: the position is stored before the release increment that publishes it.
+            state.clearBefore.max(state.inbound.writtenCount(), ordering: .relaxed)
+            return state.clearRequest.wrappingAdd(1, ordering: .releasing).newValue
+        }
+    }
+
+    /// Turns delivery of the mix-minus on or off.
+    public func setReceiving(_ on: Bool) {
+        // ORDERING: relaxed; the tick samples the flag once per block.
+        io.withLock { $0.state.receiving.store(on, ordering: .relaxed) }
+    }
+
+    /// Takes the oldest queued block of its mix-minus (exactly `sampleRate.blockSampleCount`
+    /// samples), skipping blocks more than about a second old (counted as dropped). False when
+    /// no block is ready.
+    public func pullBlock(into block: UnsafeMutableBufferPointer<Int16>) -> Bool {
+        let now = room.core.publishedTick.load(ordering: .relaxed)
+        let minimum = now > UInt64(Self.outboundLimitBlocks) ? now - UInt64(Self.outboundLimitBlocks) : 0
+        let (pulled, discarded) = io.withLock { $0.outConsumer.pull(into: block, minimumStamp: minimum) }
+        // ORDERING: relaxed; statistics.
+        if discarded > 0 { staleBlocks.wrappingAdd(discarded, ordering: .relaxed) }
+        if pulled { blocksOut.wrappingAdd(1, ordering: .relaxed) }
+        return pulled
+    }
+
+    /// Blocks of mix-minus ready to pull.
+    public func availableBlockCount() -> Int { io.withLock { $0.outConsumer.availableBlockCount() } }
+
+    /// Changes the participant's rate (both directions). The same rate changes nothing and keeps
+    /// the converters' state. A new rate takes effect at the next tick with new converters; audio
+    /// still queued at the old rate is dropped and its pending marks are reported at once.
+    /// Returns whether anything changed. Allocates (not for the tick).
+    @discardableResult
+    public func setSampleRate(_ rate: SampleRate) throws(EngineError) -> Bool {
+        try io.withLock { (io: inout IOSide) throws(EngineError) -> Bool in
+            guard !io.left else { throw .participantLeft }
+            guard rate != io.state.rate else { return false }
+            // ORDERING: relaxed; carried over to the new state.
+            let receiving = io.state.receiving.load(ordering: .relaxed)
+            let state = try room.makeState(id: id, rate: rate, receiving: receiving)
+            try room.sendReplace(old: io.state, new: state)
+            io = IOSide(state)
+            return true
+        }
+    }
+
+    /// Leaves the room. Pending marks are reported; later pushes are ignored.
+    public func leave() {
+        let state: ParticipantState? = io.withLock { io in
+            guard !io.left else { return nil }
+            io.left = true
+            return io.state
+        }
+        if let state { room.sendRemove(state) }
+    }
+
+    /// Counters for telemetry.
+    public struct Statistics: Sendable, Equatable {
+        public var overflowSampleCount: Int
+        public var outboundRefusedBlockCount: Int
+        public var outboundStaleBlockCount: Int
+        public var outboundQueuedBlockCount: Int
+        public var bytesIn: Int
+        public var blocksOut: Int
+        /// Blocks lost to a slow consumer: refused by a full queue plus skipped as stale.
+        public var droppedBlockCount: Int { outboundRefusedBlockCount + outboundStaleBlockCount }
+    }
+
+    public func statistics() -> Statistics {
+        // ORDERING: relaxed loads of statistics.
+        let state = io.withLock { $0.state }
+        return Statistics(
+            overflowSampleCount: overflowSamples.load(ordering: .relaxed),
+            outboundRefusedBlockCount: state.outboundRefused.load(ordering: .relaxed),
+            outboundStaleBlockCount: staleBlocks.load(ordering: .relaxed),
+            outboundQueuedBlockCount: state.outboundQueued.load(ordering: .relaxed),
+            bytesIn: bytesIn.load(ordering: .relaxed),
+            blocksOut: blocksOut.load(ordering: .relaxed))
+    }
+}
