@@ -25,7 +25,7 @@ test: deps
 
 # The concurrency tests again under ThreadSanitizer, in their own build folder.
 test-tsan: deps
-	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter "twoThreadStress"
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter "twoThreadStress|realThreadsAroundTheClock"
 
 # Benchmarks (ordo-one/benchmark, with malloc counts); a separate package so its harness never
 # enters the main build.

@@ -69,7 +69,7 @@ let package = Package(
             name: "ChamadeDSPTests", dependencies: ["ChamadeDSP", "ChamadeTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ChamadeEngineTests",
-            dependencies: ["ChamadeEngine", "ChamadeTesting", "CChamadeMallocCounter"],
+            dependencies: ["ChamadeEngine", "ChamadeTesting", "CChamadeMallocCounter", "CChamadeShims"],
             swiftSettings: swiftSettings),
         .testTarget(
             name: "ChamadeAudioFileTests", dependencies: ["ChamadeAudioFile", "ChamadeTesting"],

@@ -16,7 +16,7 @@ enum ShardCommand: Sendable {
 /// and telemetry leave through rings and relaxed atomics.
 final class ClockShard: @unchecked Sendable {
     // SAFETY: tick-side fields are used only by the shard's clock thread (or the virtual-clock
-    // caller); the command producer is behind a Mutex; event and retire consumers are used only
+    // caller); the command producer is behind a lock; event and retire consumers are used only
     // under the engine's housekeeping lock.
     let index: Int
     let roomCapacity: Int
@@ -24,7 +24,7 @@ final class ClockShard: @unchecked Sendable {
     var roomCount = 0
 
     let commands: SPSCRing<ShardCommand>
-    let commandProducer: Mutex<SPSCRing<ShardCommand>.Producer>
+    let commandProducer: Locked<SPSCRing<ShardCommand>.Producer>
     var commandConsumer: SPSCRing<ShardCommand>.Consumer
     let retired: SPSCRing<Unmanaged<RoomCore>>
     var retireProducer: SPSCRing<Unmanaged<RoomCore>>.Producer
@@ -48,7 +48,7 @@ final class ClockShard: @unchecked Sendable {
         self.roomCapacity = roomCapacity
         rooms = .allocate(capacity: roomCapacity)
         commands = SPSCRing(capacity: 2 * roomCapacity + 16)
-        commandProducer = Mutex(commands.takeProducer())
+        commandProducer = Locked(commands.takeProducer())
         commandConsumer = commands.takeConsumer()
         retired = SPSCRing(capacity: 2 * roomCapacity + 16)
         retireProducer = retired.takeProducer()

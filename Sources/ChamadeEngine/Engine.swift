@@ -59,9 +59,9 @@ public final class Engine: Sendable {
         var stopped = false
         var threads: [pthread_t] = []
     }
-    let registry = Mutex(Registry())
+    let registry = Locked(Registry())
     /// Serialises housekeeping passes (event delivery, freeing): never taken by a tick.
-    let housekeeping = Mutex(())
+    let housekeeping = Locked(())
     let housekeepingRunning = Atomic<Bool>(false)
 
     public init(configuration: Configuration = Configuration(), onEvent: @escaping @Sendable (EngineEvent) -> Void = { _ in }) {

@@ -30,7 +30,7 @@ public final class Participant: Sendable {
         }
     }
 
-    let io: Mutex<IOSide>
+    let io: Locked<IOSide>
     /// Samples refused because the playout queue was full (SPEC: `playout_overflow`).
     let overflowSamples = Atomic<Int>(0)
     /// Outbound blocks discarded by the reader because they were older than the limit (slow consumer).
@@ -44,7 +44,7 @@ public final class Participant: Sendable {
     init(id: ParticipantID, room: Room, state: ParticipantState) {
         self.id = id
         self.room = room
-        self.io = Mutex(IOSide(state))
+        self.io = Locked(IOSide(state))
     }
 
     /// The participant's rate (both directions).

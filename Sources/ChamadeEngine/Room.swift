@@ -40,7 +40,7 @@ public final class Room: Sendable {
         var participantsPerRate: [Int: Int] = [:]
         var closed = false
     }
-    let mirror = Mutex(Mirror())
+    let mirror = Locked(Mirror())
 
     init(id: RoomID, nativeRate: SampleRate, capacity: Int, engine: Engine, shardIndex: Int) {
         self.id = id

@@ -38,13 +38,13 @@ enum Retired: Sendable {
 /// `retired` (drained and freed by the engine's housekeeping).
 final class RoomCore: @unchecked Sendable {
     // SAFETY: tick-side fields are used only by the owning clock thread; the command producer is
-    // behind a Mutex; the retire consumer is used only under the engine's housekeeping lock.
+    // behind a lock; the retire consumer is used only under the engine's housekeeping lock.
     let id: RoomID
     let native: SampleRate
     let capacity: Int
 
     let commands: SPSCRing<RoomCommand>
-    let commandProducer: Mutex<SPSCRing<RoomCommand>.Producer>
+    let commandProducer: Locked<SPSCRing<RoomCommand>.Producer>
     var commandConsumer: SPSCRing<RoomCommand>.Consumer
     let retired: SPSCRing<Retired>
     var retireProducer: SPSCRing<Retired>.Producer
@@ -78,7 +78,7 @@ final class RoomCore: @unchecked Sendable {
         self.capacity = capacity
         // Commands: a join, leave or rate change per participant can be in flight at once, twice over.
         commands = SPSCRing(capacity: 2 * capacity + 16)
-        commandProducer = Mutex(commands.takeProducer())
+        commandProducer = Locked(commands.takeProducer())
         commandConsumer = commands.takeConsumer()
         retired = SPSCRing(capacity: 4 * capacity + 16)
         retireProducer = retired.takeProducer()
