@@ -143,6 +143,10 @@ public final class Participant: Sendable {
         return pulled
     }
 
+    /// Drops every block of mix-minus ready now; returns how many.
+    @discardableResult
+    public func discardReadyBlocks() -> Int { io.withLock { $0.outConsumer.discardAll() } }
+
     /// Blocks of mix-minus ready to pull.
     public func availableBlockCount() -> Int { io.withLock { $0.outConsumer.availableBlockCount() } }
 

@@ -1,11 +1,11 @@
 public import ChamadeCore
 public import ChamadeDSP
+public import ChamadeEngine
 public import ChamadeAudioFile
-import ChamadeEngine
 import Foundation
 
 /// `chamade replay`: runs a room offline, faster than real time, with each input file as one
-/// participant, through the same tick arithmetic as the live engine (`RoomMixer`).
+/// participant, through the live engine's own tick, driven by its virtual clock.
 ///
 /// Writes `<out>/<input-name>.mixminus.wav` (what that participant hears, at its own rate) and
 /// `<out>/room.wav` (the full mix at the room's rate), all 16-bit mono. The room runs until the
@@ -39,7 +39,7 @@ public enum Replay {
         case unsupportedInputRate(path: String, hertz: Int)
         case audioFile(AudioFile.Error)
         case cannotCreateDirectory(path: String, reason: String)
-        case converter(SampleRateConverter.Error)
+        case engine(EngineError)
 
         public var description: String {
             switch self {
@@ -50,7 +50,7 @@ public enum Replay {
                 "\(path): unsupported sample rate \(hertz) Hz (use a multiple of 50 from 8000 to 48000)"
             case .audioFile(let e): e.description
             case .cannotCreateDirectory(let path, let reason): "cannot create output directory \(path): \(reason)"
-            case .converter(let e): e.description
+            case .engine(let e): e.description
             }
         }
     }
@@ -100,9 +100,24 @@ public enum Replay {
         }
         let tickCount = (blocksPerTrack.max() ?? 0) + tailBlockCount
 
-        var mixer: RoomMixer
-        do { mixer = try RoomMixer(nativeRate: options.nativeRate, participantRates: rates, quality: options.quality) }
-        catch { throw .converter(error) }
+        // The live engine, driven by its virtual clock: the same tick as `chamade serve`. The room
+        // mix is what a silent listener at the native rate hears, so a hidden one records it.
+        let engine = Engine(configuration: .init(clock: .virtual, shardCount: 1, quality: options.quality))
+        defer { engine.shutdown() }
+        let participants: [Participant]
+        let recorder: Participant
+        do throws(EngineError) {
+            let room = try engine.createRoom(nativeRate: options.nativeRate, capacity: rates.count + 1)
+            var joined: [Participant] = []
+            for rate in rates { joined.append(try room.join(rate: rate)) }
+            participants = joined
+            recorder = try room.join(rate: options.nativeRate)
+        } catch {
+            throw .engine(error)
+        }
+        // Installs everyone; the blocks of this tick precede any audio and are not written.
+        engine.tick()
+        for p in participants + [recorder] { p.discardReadyBlocks() }
 
         let outDir = URL(fileURLWithPath: options.outputDirectory)
         let mixMinusPaths = options.inputs.map {
@@ -116,6 +131,7 @@ public enum Replay {
             writers.deinitialize(count: opened)
             writers.deallocate()
         }
+        var block = [Int16](repeating: 0, count: SampleRate.hz48000.blockSampleCount)
         do throws(AudioFile.Error) {
             for (i, path) in mixMinusPaths.enumerated() {
                 (writers + i).initialize(to: try AudioFile.WAVWriter(path: path, sampleRate: rates[i].hertz))
@@ -126,12 +142,26 @@ public enum Replay {
 
             let reportEvery = tickCount > 30 * SampleRate.blocksPerSecond ? max(1, tickCount / 10) : Int.max
             for tick in 0..<tickCount {
-                for p in 0..<rates.count {
-                    fill(mixer.inputBlock(p), from: tracks[p].samples, block: tick)
+                for (p, participant) in participants.enumerated() {
+                    let n = rates[p].blockSampleCount
+                    let start = tick * n
+                    if start < tracks[p].samples.count {
+                        let end = min(tracks[p].samples.count, start + n)
+                        tracks[p].samples[start..<end].withUnsafeBytes { _ = participant.push($0) }
+                    }
                 }
-                mixer.tick()
-                for p in 0..<rates.count { try writers[p].write(mixer.outputBlock(p)) }
-                try writers[rates.count].write(mixer.roomBlock)
+                engine.tick()
+                for (i, participant) in (participants + [recorder]).enumerated() {
+                    let n = participant.sampleRate.blockSampleCount
+                    let pulled = block.withUnsafeMutableBufferPointer {
+                        participant.pullBlock(into: UnsafeMutableBufferPointer(rebasing: $0[0..<n]))
+                    }
+                    precondition(pulled, "the virtual clock delivers one block per tick")
+                    try block.withUnsafeBufferPointer { (b) throws(AudioFile.Error) in
+                        try writers[i].write(UnsafeBufferPointer(rebasing: b[0..<n]))
+                    }
+                }
+                engine.drainEvents()
                 if (tick + 1) % reportEvery == 0, let progress {
                     let done = Double(tick + 1) / Double(SampleRate.blocksPerSecond)
                     let all = Double(tickCount) / Double(SampleRate.blocksPerSecond)
