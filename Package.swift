@@ -21,6 +21,7 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/HdrHistogram/hdrhistogram-swift", from: "0.2.0"),
     ],
     targets: [
         // C libraries, found through pkg-config (Debian: libsamplerate0-dev, libopus-dev, libsndfile1-dev).
@@ -49,7 +50,10 @@ let package = Package(
             swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTools",
-            dependencies: ["ChamadeEngine", "ChamadeAudioFile", "ChamadeCore"],
+            dependencies: [
+                "ChamadeEngine", "ChamadeAudioFile", "ChamadeCore",
+                .product(name: "Histogram", package: "hdrhistogram-swift"),
+            ],
             swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTesting",

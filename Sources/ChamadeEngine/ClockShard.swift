@@ -101,6 +101,8 @@ final class ClockShard: @unchecked Sendable {
         }
         let elapsed = MonotonicClock.now() - start
         cchamade_tick_exit()
+        // A shard without rooms has nothing to report: its empty ticks would only dilute the figures.
+        guard roomCount > 0 else { return }
         telemetry.record(tickNanoseconds: elapsed)
         _ = tickTimeProducer.push(elapsed)
     }

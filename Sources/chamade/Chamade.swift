@@ -12,7 +12,7 @@ struct Chamade: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chamade",
         abstract: "Chamade: the real-time audio bridge engine of an AI-agent meeting gateway.",
-        subcommands: [ReplayCommand.self]
+        subcommands: [ReplayCommand.self, BenchCommand.self]
     )
 }
 
@@ -53,6 +53,68 @@ struct ReplayCommand: ParsableCommand {
         for path in summary.mixMinusPaths { print("  \(path)") }
         print("  \(summary.roomPath)")
     }
+}
+
+struct BenchCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "bench",
+        abstract: "Rooms of participants at 8/16/24/48 kHz on the real 20 ms clock: tick time, lateness, CPU, allocations."
+    )
+
+    @Option(name: .long, help: "Participants per room (rates cycle through 8, 16, 24, 48 kHz).")
+    var participants: Int = 10
+    @Option(name: .long, help: "Talkers per room (default: all).")
+    var talkers: Int?
+    @Option(name: .long, help: "Rooms.")
+    var rooms: Int = 1
+    @Option(name: .long, help: "Seconds to measure (after a one-second warm-up).")
+    var seconds: Double = 10
+    @Flag(name: .long, help: "Print one JSON object instead of text.")
+    var json = false
+    @Option(name: .long, help: "Write an SVG of the tick-time histogram and the per-second p99.")
+    var plot: String?
+
+    func validate() throws {
+        guard participants >= 1 else { throw ValidationError("--participants must be at least 1") }
+        guard rooms >= 1 else { throw ValidationError("--rooms must be at least 1") }
+        guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
+        if let talkers, talkers < 0 { throw ValidationError("--talkers must not be negative") }
+    }
+
+    func run() throws {
+        let options = Bench.Options(participants: participants, talkers: talkers, rooms: rooms, seconds: seconds)
+        let report: Bench.Report
+        do {
+            report = try Bench.run(options) { line in
+                if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+            }
+        } catch {
+            throw RunFailure(description: "\(error)")
+        }
+        if let plot {
+            do { try Bench.svg(report).write(toFile: plot, atomically: true, encoding: .utf8) } catch {
+                throw RunFailure(description: "cannot write \(plot): \(error.localizedDescription)")
+            }
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            var object = try JSONSerialization.jsonObject(with: encoder.encode(report)) as! [String: Any]
+            object.removeValue(forKey: "histogram_us")
+            let data = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
+            print(String(decoding: data, as: UTF8.self))
+            return
+        }
+        let r = report
+        print("rooms \(r.rooms) × participants \(r.participants) (talking \(r.talkers)), \(r.shards) clock threads, \(String(format: "%.1f", r.seconds)) s")
+        print("tick time µs: p50 \(fmt(r.tick_us.p50))  p99 \(fmt(r.tick_us.p99))  p99.9 \(fmt(r.tick_us.p999))  max \(fmt(r.tick_us.max))")
+        print("ticks \(r.ticks), late \(r.late_ticks), skipped \(r.skipped_ticks)")
+        print("CPU per participant-tick \(String(format: "%.2f", r.cpu_us_per_participant_tick)) µs, head-room \(String(format: "%.1f", r.headroom))×")
+        print("frames received \(r.frames_received), dropped \(r.frames_dropped)")
+        print("allocations per tick in steady state: \(r.allocation_counting ? String(format: "%.3f", r.allocs_per_tick) : "not counted (no malloc counter)")")
+    }
+
+    private func fmt(_ v: Double) -> String { String(format: "%.1f", v) }
 }
 
 @main
