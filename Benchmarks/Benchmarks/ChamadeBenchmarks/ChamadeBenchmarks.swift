@@ -130,4 +130,69 @@ let benchmarks: @Sendable () -> Void = {
             }
         }
     }
+
+    // MARK: the harness's own cost, the baseline the malloc counts are compared with
+    Benchmark("empty (harness baseline)", configuration: .init(metrics: metrics, scalingFactor: .one, maxDuration: .seconds(1))) {
+        benchmark in
+        benchmark.startMeasurement()
+        for _ in benchmark.scaledIterations { blackHole(0) }
+        benchmark.stopMeasurement()
+    }
+
+    // MARK: whole-room tick (virtual clock): N participants at 8/16/24/48 kHz in a 48 kHz room, every
+    // one receiving; all talking, or some. One iteration = push one block per talker, one tick, pull
+    // every block: the room's whole real-time path plus its I/O hand-off. Built once in `setup`.
+    for (n, talkers) in [(10, 10), (100, 100), (100, 5), (500, 5), (500, 50)] {
+        let config = Benchmark.Configuration(
+            metrics: metrics, timeUnits: .microseconds, scalingFactor: .one, maxDuration: .seconds(2),
+            maxIterations: 100_000)
+        let name = "room tick N=\(n) talkers=\(talkers)"
+        Benchmark(name, configuration: config) { benchmark in
+            let bench = RoomBench.current!
+            benchmark.startMeasurement()
+            for _ in benchmark.scaledIterations { bench.step() }
+            benchmark.stopMeasurement()
+        } setup: {
+            RoomBench.current = RoomBench(participants: n, talkers: talkers)
+            for _ in 0..<60 { RoomBench.current!.step() }
+        } teardown: {
+            RoomBench.current?.engine.shutdown()
+            RoomBench.current = nil
+        }
+    }
+}
+
+/// A room driven by the virtual clock, for the whole-tick benchmarks.
+final class RoomBench: @unchecked Sendable {
+    nonisolated(unsafe) static var current: RoomBench?
+    let engine = Engine(configuration: .init(clock: .virtual, shardCount: 1))
+    let participants: [Participant]
+    let talkers: Int
+    let audio: [[Int16]]
+    let rates: [SampleRate] = [.hz8000, .hz16000, .hz24000, .hz48000]
+    let block = UnsafeMutableBufferPointer<Int16>.allocate(capacity: 960)
+    var k = 0
+
+    init(participants n: Int, talkers: Int) {
+        let room = try! engine.createRoom(nativeRate: .hz48000, capacity: n)
+        participants = (0..<n).map { [rates] in try! room.join(rate: rates[$0 % 4]) }
+        self.talkers = talkers
+        audio = rates.map { rate in speechLike(rate, blocks: 50).map { Int16(($0 * 32767).rounded()) } }
+        engine.tick()
+        engine.drainEvents()
+    }
+
+    func step() {
+        for i in 0..<talkers {
+            let size = rates[i % 4].blockSampleCount
+            audio[i % 4].withUnsafeBytes { raw in
+                _ = participants[i].push(UnsafeRawBufferPointer(rebasing: raw[(2 * size * (k % 50))..<(2 * size * (k % 50 + 1))]))
+            }
+        }
+        k += 1
+        engine.tick()
+        for p in participants {
+            while p.pullBlock(into: UnsafeMutableBufferPointer(rebasing: block[0..<p.sampleRate.blockSampleCount])) {}
+        }
+    }
 }
