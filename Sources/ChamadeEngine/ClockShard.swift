@@ -40,6 +40,10 @@ final class ClockShard: @unchecked Sendable {
     var tickTimeConsumer: SPSCRing<Int64>.Consumer
 
     let telemetry = ShardTelemetry()
+    /// Monotonic time of the last wake-up (0 before the first): the clock's heartbeat.
+    let lastWake = Atomic<Int64>(0)
+    /// Posted after every tick, for a delivery thread that sends the new blocks at once.
+    var tickSignal: TickSignal?
     var schedule: TickSchedule
     let running = Atomic<Bool>(false)
 
@@ -122,7 +126,10 @@ final class ClockShard: @unchecked Sendable {
                 events.post(.skippedTicks(shard: index, count: skipped))
             }
             let deadline = schedule.deadline
+            // ORDERING: relaxed; a heartbeat read by health checks.
+            lastWake.store(MonotonicClock.now(), ordering: .relaxed)
             tickRooms()
+            tickSignal?.post()
             let now = MonotonicClock.now()
             if schedule.end(now: now) {
                 telemetry.late.wrappingAdd(1, ordering: .relaxed)
@@ -140,6 +147,44 @@ final class ClockShard: @unchecked Sendable {
         param.sched_priority = 10
         _ = pthread_setschedparam(pthread_self(), SCHED_FIFO, &param)
         #endif
+    }
+}
+
+/// A counting semaphore the clock posts after each tick (`sem_post`: never blocks, no allocation),
+/// so that an I/O-side delivery thread can send fresh blocks right after the tick instead of polling.
+public final class TickSignal: @unchecked Sendable {
+    // SAFETY: a POSIX semaphore, made for use across threads.
+    private let semaphore: UnsafeMutablePointer<sem_t>
+
+    public init() {
+        semaphore = .allocate(capacity: 1)
+        sem_init(semaphore, 0, 0)
+    }
+
+    deinit {
+        sem_destroy(semaphore)
+        semaphore.deallocate()
+    }
+
+    /// Called by the clock. Real-time safe: does not post when a wake-up is already pending.
+    func post() {
+        var value: Int32 = 0
+        sem_getvalue(semaphore, &value)
+        if value < 1 { sem_post(semaphore) }
+    }
+
+    /// Waits up to `milliseconds` for a tick; returns whether one came.
+    public func wait(milliseconds: Int) -> Bool {
+        var ts = timespec()
+        clock_gettime(CLOCK_REALTIME, &ts)
+        var ns = Int(ts.tv_nsec) + milliseconds * 1_000_000
+        ts.tv_sec += ns / 1_000_000_000
+        ns %= 1_000_000_000
+        ts.tv_nsec = ns
+        while true {
+            if sem_timedwait(semaphore, &ts) == 0 { return true }
+            if errno != EINTR { return false }
+        }
     }
 }
 

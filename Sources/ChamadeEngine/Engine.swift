@@ -64,10 +64,22 @@ public final class Engine: Sendable {
     let housekeeping = Locked(())
     let housekeepingRunning = Atomic<Bool>(false)
 
+    /// Posted after every tick of every shard (real-time clock): wait on it to deliver blocks as
+    /// soon as they exist.
+    public let tickSignal = TickSignal()
+
     public init(configuration: Configuration = Configuration(), onEvent: @escaping @Sendable (EngineEvent) -> Void = { _ in }) {
         self.configuration = configuration
         self.onEvent = onEvent
         self.shards = (0..<configuration.shardCount).map { ClockShard(index: $0, roomCapacity: configuration.roomsPerShard) }
+        for shard in shards { shard.tickSignal = tickSignal }
+    }
+
+    /// Whether every clock shard has woken within the last 100 ms (real-time clock).
+    public var clocksRunning: Bool {
+        let now = MonotonicClock.now()
+        // ORDERING: relaxed; a heartbeat.
+        return shards.allSatisfy { now - $0.lastWake.load(ordering: .relaxed) < 100_000_000 }
     }
 
     deinit { shutdown() }

@@ -1,5 +1,7 @@
 import ArgumentParser
+import Logging
 import ChamadeCore
+import ChamadeServer
 import ChamadeTools
 import Foundation
 
@@ -8,11 +10,11 @@ struct RunFailure: Error, CustomStringConvertible {
     var description: String
 }
 
-struct Chamade: ParsableCommand {
+struct Chamade: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chamade",
         abstract: "Chamade: the real-time audio bridge engine of an AI-agent meeting gateway.",
-        subcommands: [ReplayCommand.self, BenchCommand.self]
+        subcommands: [ServeCommand.self, ReplayCommand.self, BenchCommand.self]
     )
 }
 
@@ -52,6 +54,50 @@ struct ReplayCommand: ParsableCommand {
         print("replayed \(String(format: "%.2f", summary.seconds)) s of a \(rate) Hz room with \(inputs.count) participants in \(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow))) (\(String(format: "%.0f", speed))x real time)")
         for path in summary.mixMinusPaths { print("  \(path)") }
         print("  \(summary.roomPath)")
+    }
+}
+
+struct ServeCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "serve",
+        abstract: "Serve the HTTP call API and the audio WebSocket."
+    )
+
+    @Option(name: .long, help: "Address to listen on.")
+    var host: String = "127.0.0.1"
+    @Option(name: .long, help: "Port to listen on (0: any free port).")
+    var port: Int = 8787
+    @Option(name: .customLong("api-key"), help: "An API key (repeatable). Also CHAMADE_API_KEYS, comma-separated.")
+    var apiKeys: [String] = []
+
+    func validate() throws {
+        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
+        for key in apiKeys where key.isEmpty { throw ValidationError("--api-key must not be empty") }
+    }
+
+    func run() async throws {
+        var keys = apiKeys
+        if let env = ProcessInfo.processInfo.environment["CHAMADE_API_KEYS"] {
+            keys += env.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        }
+        if keys.isEmpty {
+            var g = SystemRandomNumberGenerator()
+            let key = "chmd_" + (0..<24).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+            keys = [key]
+            FileHandle.standardOutput.write(Data("api key: \(key)\n".utf8))
+        }
+        var logger = Logger(label: "chamade")
+        logger.logLevel = .notice
+        let server = ChamadeServer(configuration: .init(host: host, port: port, apiKeys: keys), logger: logger)
+        let host = self.host
+        do {
+            try await server.run { port in
+                // Straight to the file descriptor: a supervisor waits for this line.
+                FileHandle.standardOutput.write(Data("listening on http://\(host):\(port)\n".utf8))
+            }
+        } catch {
+            throw RunFailure(description: "\(error)")
+        }
     }
 }
 
@@ -119,10 +165,14 @@ struct BenchCommand: ParsableCommand {
 
 @main
 enum Entry {
-    static func main() {
+    static func main() async {
         do {
             var command = try Chamade.parseAsRoot()
-            try command.run()
+            if var asyncCommand = command as? any AsyncParsableCommand {
+                try await asyncCommand.run()
+            } else {
+                try command.run()
+            }
         } catch let failure as RunFailure {
             fail("chamade: \(failure.description)", code: 1)
         } catch {
