@@ -1,10 +1,9 @@
-# make run   — installs what is missing, builds release, runs the main job (a replay of the fixtures
-#              until the server lands; then: serves on 127.0.0.1:8787)
+# make run   — installs what is missing, builds release, serves on 127.0.0.1:8787
 # make test  — installs what is missing, runs the whole test suite (plus the ring stress under TSan)
 SWIFT ?= swift
 OUT ?= out
 
-.PHONY: all deps build run test test-tsan bench baselines fixtures clean
+.PHONY: all deps build run test test-tsan test-server bench baselines fixtures clean
 
 all: build
 
@@ -15,13 +14,22 @@ build: deps
 	$(SWIFT) build -c release --product chamade
 
 run: build
-	.build/release/chamade replay fixtures/speech_16k.wav fixtures/speech_24k.wav fixtures/speech_48k.wav \
-		fixtures/tone_1k_24k.wav fixtures/silence_8k.wav --out $(OUT)/replay --rate 48000
+	.build/release/chamade serve --host 127.0.0.1 --port 8787
 
 test: deps
+	scripts/install-python-deps.sh
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
 	$(MAKE) test-tsan
+	$(MAKE) test-server
+
+# The server through real sockets: pytest with a real WebSocket client against `chamade serve`,
+# then the example agent client against a live server.
+test-server: deps
+	scripts/install-python-deps.sh
+	$(SWIFT) build --product chamade
+	python3 -m pytest -q Tests/server
+	scripts/run-example.sh
 
 # The concurrency tests again under ThreadSanitizer, in their own build folder.
 test-tsan: deps
@@ -39,6 +47,11 @@ baselines:
 # Regenerate fixtures (needs espeak-ng and sox) and the golden replay outputs.
 fixtures: build
 	fixtures/generate.sh
+
+# The fixture meeting replayed offline (what `make run` did before the server existed).
+replay: build
+	.build/release/chamade replay fixtures/speech_16k.wav fixtures/speech_24k.wav fixtures/speech_48k.wav \
+		fixtures/tone_1k_24k.wav fixtures/silence_8k.wav --out $(OUT)/replay --rate 48000
 
 clean:
 	rm -rf .build .build-tsan Benchmarks/.build $(OUT)

@@ -3,6 +3,8 @@
 # root, otherwise prints the exact command to run and fails.
 set -euo pipefail
 packages=(libsamplerate0-dev libopus-dev libsndfile1-dev pkg-config)
+# The tests drive the server from Python; Debian's pip only if this python3 has none.
+python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
@@ -17,3 +19,4 @@ else
   echo "missing system packages; run: sudo sh -c '$cmd'" >&2
   exit 1
 fi
+

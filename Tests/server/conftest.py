@@ -1,0 +1,90 @@
+"""A live `chamade serve` on 127.0.0.1 for the socket-level tests, and small helpers."""
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BINARY = os.environ.get("CHAMADE_BIN", os.path.join(ROOT, ".build", "debug", "chamade"))
+KEY1, KEY2 = "chmd_test_key_one", "chmd_test_key_two"
+
+
+class Server:
+    def __init__(self, *extra, env=None):
+        self.proc = subprocess.Popen(
+            [BINARY, "serve", "--port", "0", *extra],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        )
+        self.lines = []
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            self.lines.append(line.rstrip("\n"))
+            if line.startswith("listening on http://"):
+                self.base = line.split()[-1]
+                self.port = int(self.base.rsplit(":", 1)[1])
+                self.ws = self.base.replace("http://", "ws://")
+                return
+        self.proc.kill()
+        raise RuntimeError("server did not start: " + "\n".join(self.lines))
+
+    def stop(self, sig=signal.SIGTERM, timeout=10):
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def server():
+    s = Server("--api-key", KEY1, "--api-key", KEY2)
+    yield s
+    s.stop()
+
+
+def api(server, method, path, key=KEY1, **kw):
+    headers = kw.pop("headers", {})
+    if key is not None:
+        headers["X-API-Key"] = key
+    return httpx.request(method, server.base + path, headers=headers, timeout=10, **kw)
+
+
+_meeting = [0]
+
+
+def new_call(server, platform="discord", meeting=None, key=KEY1, name="AI Agent"):
+    if meeting is None:
+        _meeting[0] += 1
+        meeting = f"https://meet.example/{os.getpid()}/{time.time()}/{_meeting[0]}"
+    r = api(server, "POST", "/api/call", key=key, json={"platform": platform, "meeting_url": meeting, "agent_name": name})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def run(coro, timeout=60):
+    return asyncio.run(asyncio.wait_for(coro, timeout))
+
+
+async def recv_json(ws, want_type=None, timeout=5):
+    """Next text message (skipping audio frames), optionally of one type."""
+    deadline = time.monotonic() + timeout
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no {want_type or 'text'} message")
+        m = await asyncio.wait_for(ws.recv(), left)
+        if isinstance(m, str):
+            o = json.loads(m)
+            if want_type is None or o.get("type") == want_type:
+                return o
