@@ -88,6 +88,12 @@ final class ParticipantState: @unchecked Sendable {
     /// Consecutive ticks with no input; the participant contributes while this is < `drainBlocks`.
     var silentBlocks: Int
     var pendingMark: MarkRecord?
+    /// Samples of silence the tick inserted because the stream underran mid-flow (a chunk arriving a
+    /// hair after its tick). Up to that many exactly-zero samples may later be skipped at the head of
+    /// the queue, so one late chunk does not cost every later chunk a block of latency.
+    var underrunDebt = 0
+    /// Samples skipped that way (statistics).
+    let silenceSkipped = Atomic<Int>(0)
     var seenClearRequest: UInt64 = 0
 
     let inBlock: UnsafeMutableBufferPointer<Int16>

@@ -280,11 +280,20 @@ final class RoomCore: @unchecked Sendable {
             events.post(.cleared(s.id, droppedSampleCount: dropped, sampleRate: s.rate, request: request))
         }
 
+        let block = s.inBlock.count
+        if s.underrunDebt > 0 { skipSilence(s) }
+        let streaming = s.silentBlocks == 0
         let taken = s.inConsumer.read(into: s.inBlock)
+        if taken < block && streaming && taken > 0 || taken == 0 && streaming {
+            // Mid-stream underrun: this block carries silence the agent did not send.
+            s.underrunDebt = min(s.underrunDebt + block - taken, 4 * block)
+        }
         if taken > 0 {
             s.silentBlocks = 0
-        } else if s.silentBlocks < s.drainBlocks {
-            s.silentBlocks += 1
+        } else {
+            // Two empty ticks in a row: the stream has ended; a new one starts without debt.
+            if s.silentBlocks >= 1 { s.underrunDebt = 0 }
+            if s.silentBlocks < s.drainBlocks { s.silentBlocks += 1 }
         }
         reportMarks(s, upTo: s.inbound.readCount(), events: &events)
         guard s.contributing else { return false }
@@ -303,6 +312,29 @@ final class RoomCore: @unchecked Sendable {
             SampleConversion.toInt16(UnsafeBufferPointer(fout), into: s.row)
         }
         return true
+    }
+
+    /// Pays back underrun debt: while more than a block is queued, skips exactly-zero samples at the
+    /// head of the queue (never more than the debt, never a non-zero sample, never into the last block).
+    private func skipSilence(_ s: ParticipantState) {
+        let spare = s.inConsumer.availableToRead() - s.inBlock.count
+        guard spare > 0 else { return }
+        let limit = min(spare, s.underrunDebt)
+        let skipped = s.inConsumer.withReadableSegments { first, second in
+            var n = 0
+            while n < limit && n < first.count && first[n] == 0 { n += 1 }
+            if n == first.count {
+                var m = 0
+                while n + m < limit && m < second.count && second[m] == 0 { m += 1 }
+                n += m
+            }
+            return n
+        }
+        s.underrunDebt -= skipped
+        if skipped > 0 {
+            // ORDERING: relaxed; a statistic.
+            s.silenceSkipped.wrappingAdd(skipped, ordering: .relaxed)
+        }
     }
 
     /// Builds and queues participant `s`'s mix-minus for this tick, if it receives.

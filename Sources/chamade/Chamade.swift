@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import ChamadeCore
+import ChamadeLoadTest
 import ChamadeServer
 import ChamadeTools
 import Foundation
@@ -14,7 +15,7 @@ struct Chamade: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chamade",
         abstract: "Chamade: the real-time audio bridge engine of an AI-agent meeting gateway.",
-        subcommands: [ServeCommand.self, ReplayCommand.self, BenchCommand.self]
+        subcommands: [ServeCommand.self, ReplayCommand.self, BenchCommand.self, LoadTestCommand.self]
     )
 }
 
@@ -98,6 +99,60 @@ struct ServeCommand: AsyncParsableCommand {
         } catch {
             throw RunFailure(description: "\(error)")
         }
+    }
+}
+
+struct LoadTestCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "loadtest",
+        abstract: "N agents over real WebSockets against a running server: frames lost, agent-to-agent latency, late ticks."
+    )
+
+    @Option(name: .long, help: "The server's base URL.")
+    var url: String = "http://127.0.0.1:8787"
+    @Option(name: .customLong("api-key"), help: "API key (default: CHAMADE_API_KEYS' first key).")
+    var apiKey: String?
+    @Option(name: .long, help: "Agents.")
+    var agents: Int = 10
+    @Option(name: .long, help: "Rooms (agents are spread round robin).")
+    var rooms: Int = 1
+    @Option(name: .long, help: "Each agent's rate in Hz (both directions).")
+    var rate: Int = 48000
+    @Option(name: .long, help: "Seconds of streaming.")
+    var seconds: Double = 10
+    @Flag(name: .long, help: "Print one JSON object instead of text.")
+    var json = false
+
+    func validate() throws {
+        guard agents >= 1, rooms >= 1, rooms <= agents else { throw ValidationError("need --agents ≥ --rooms ≥ 1") }
+        guard SampleRate.isSupported(rate) else { throw ValidationError("--rate \(rate): unsupported sample rate") }
+        guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
+    }
+
+    func run() async throws {
+        guard let key = apiKey ?? ProcessInfo.processInfo.environment["CHAMADE_API_KEYS"]?.split(separator: ",").first.map(String.init)
+        else { throw ValidationError("give --api-key (or CHAMADE_API_KEYS)") }
+        let options = LoadTest.Options(
+            url: url, apiKey: key, agents: agents, rooms: rooms, rate: try SampleRate(hertz: rate), seconds: seconds)
+        let report: LoadTest.Report
+        do {
+            report = try await LoadTest.run(options) { line in
+                if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+            }
+        } catch {
+            throw RunFailure(description: "\(error)")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            return
+        }
+        let r = report
+        print("agents \(r.agents) in \(r.rooms) rooms at \(r.rate) Hz for \(r.seconds) s")
+        print("frames expected \(r.frames_expected), received \(r.frames_received), lost \(r.frames_lost)")
+        print("agent → agent latency ms: p50 \(String(format: "%.1f", r.latency_ms.p50))  p99 \(String(format: "%.1f", r.latency_ms.p99))  max \(String(format: "%.1f", r.latency_ms.max)) (\(r.clicks_detected) of the clicks heard)")
+        print("server late ticks \(r.server_late_ticks.map(String.init) ?? "?"), frames dropped \(r.server_frames_dropped.map(String.init) ?? "?"), connect failures \(r.connect_failures)")
     }
 }
 

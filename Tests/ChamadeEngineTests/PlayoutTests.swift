@@ -149,3 +149,64 @@ struct PlayoutTests {
         #expect(same(b3, [Int16](repeating: 0, count: 960)))
     }
 }
+
+@Suite("Jitter: underrun debt paid back in silence only")
+struct JitterTests {
+    /// A real-time stream of silence with clicks: one chunk arrives after its tick. The late block
+    /// costs one glitch, not a lasting block of latency: later clicks come out as early as before.
+    @Test func lateChunkCostsNoLastingLatency() throws {
+        let (engine, _) = virtualEngine()
+        let room = try engine.createRoom(nativeRate: .hz48000)
+        let talker = try room.join(rate: .hz48000, receiving: false)
+        let listener = try room.join(rate: .hz48000)
+        engine.tick()
+        _ = listener.pullAll()
+        var click = [Int16](repeating: 0, count: 960)
+        click[0] = 20000
+        let silence = [Int16](repeating: 0, count: 960)
+        var clickTicks: [Int] = []
+        var pending: [[Int16]] = []
+        for t in 0..<40 {
+            let chunk = t % 5 == 0 ? click : silence
+            if t == 12 {
+                pending.append(chunk)  // arrives late: after this tick
+            } else {
+                for p in pending { talker.push(samples: p) }
+                pending = []
+                talker.push(samples: chunk)
+            }
+            engine.tick()
+            let heard = listener.pullAll()
+            if heard.contains(20000) { clickTicks.append(t) }
+        }
+        // Every click is heard in the tick it was sent: the debt from tick 12 was paid in silence.
+        #expect(clickTicks == stride(from: 0, to: 40, by: 5).map { $0 }, "\(clickTicks)")
+    }
+
+    /// Audio is never skipped: with no silence in the stream, the late block stays late, and a
+    /// 10 s burst plays whole.
+    @Test func soundIsNeverSkipped() throws {
+        let (engine, _) = virtualEngine()
+        let room = try engine.createRoom(nativeRate: .hz48000)
+        let talker = try room.join(rate: .hz48000, receiving: false)
+        let listener = try room.join(rate: .hz48000)
+        engine.tick()
+        _ = listener.pullAll()
+        let tone = Signal.sine(frequency: 300, dBFS: -20, sampleRate: 48000, count: 960 * 30).map { $0 == 0 ? 1 : $0 }
+        var sent: [Int16] = []
+        var heard: [Int16] = []
+        for t in 0..<30 {
+            let chunk = Array(tone[(t * 960)..<((t + 1) * 960)])
+            if t != 10 { talker.push(samples: chunk) } else { engine.tick(); heard += listener.pullAll(); talker.push(samples: chunk) }
+            sent += chunk
+            engine.tick()
+            heard += listener.pullAll()
+        }
+        for _ in 0..<3 {
+            engine.tick()
+            heard += listener.pullAll()
+        }
+        let nonZero = heard.filter { $0 != 0 }
+        #expect(same(nonZero, sent))
+    }
+}
