@@ -188,15 +188,11 @@ public enum LoadTest {
                     if now >= end + 200_000_000 { break }
                     if now >= settle && now < end { received += 1 }
                     guard now >= start, frame.readableBytes == 2 * block else { continue }
-                    var loud = false
-                    var i = frame.readerIndex
-                    let stop = frame.readerIndex + frame.readableBytes
-                    while i < stop {
-                        if let s: Int16 = frame.getInteger(at: i, endianness: .little), s > 10000 || s < -10000 {
-                            loud = true
-                            break
+                    let loud = frame.withUnsafeReadableBytes { raw in
+                        // PCM s16le on a little-endian host: scan the samples in place.
+                        raw.withMemoryRebound(to: Int16.self) { samples in
+                            samples.contains { $0 > 10000 || $0 < -10000 }
                         }
-                        i += 2
                     }
                     guard loud else { continue }
                     // The newest slot whose click was sent before this frame arrived is the one heard.
