@@ -85,8 +85,13 @@ final class ParticipantState: @unchecked Sendable {
     var lane: Unmanaged<RateLane>?
 
     let drainBlocks: Int
-    /// Consecutive ticks with no input; the participant contributes while this is < `drainBlocks`.
+    /// Consecutive ticks whose input was silent (nothing queued, or only exact zeros); the participant
+    /// contributes while this is < `drainBlocks`. Converting zeros from a drained converter gives
+    /// exactly zero, so a participant streaming digital silence costs no conversion.
     var silentBlocks: Int
+    /// Consecutive ticks that found nothing queued (data presence, not content): tells a stream
+    /// that underran from one that ended.
+    var emptyTicks = 2
     var pendingMark: MarkRecord?
     /// Samples of silence the tick inserted because the stream underran mid-flow (a chunk arriving a
     /// hair after its tick). Up to that many exactly-zero samples may later be skipped at the head of

@@ -282,18 +282,23 @@ final class RoomCore: @unchecked Sendable {
 
         let block = s.inBlock.count
         if s.underrunDebt > 0 { skipSilence(s) }
-        let streaming = s.silentBlocks == 0
+        let streaming = s.emptyTicks == 0
         let taken = s.inConsumer.read(into: s.inBlock)
-        if taken < block && streaming && taken > 0 || taken == 0 && streaming {
+        if taken < block && streaming {
             // Mid-stream underrun: this block carries silence the agent did not send.
             s.underrunDebt = min(s.underrunDebt + block - taken, 4 * block)
         }
         if taken > 0 {
-            s.silentBlocks = 0
+            s.emptyTicks = 0
         } else {
             // Two empty ticks in a row: the stream has ended; a new one starts without debt.
-            if s.silentBlocks >= 1 { s.underrunDebt = 0 }
-            if s.silentBlocks < s.drainBlocks { s.silentBlocks += 1 }
+            if s.emptyTicks >= 1 { s.underrunDebt = 0 }
+            if s.emptyTicks < 2 { s.emptyTicks += 1 }
+        }
+        if taken > 0 && Self.hasSound(UnsafeBufferPointer(rebasing: s.inBlock[0..<taken])) {
+            s.silentBlocks = 0
+        } else if s.silentBlocks < s.drainBlocks {
+            s.silentBlocks += 1
         }
         reportMarks(s, upTo: s.inbound.readCount(), events: &events)
         guard s.contributing else { return false }
@@ -312,6 +317,14 @@ final class RoomCore: @unchecked Sendable {
             SampleConversion.toInt16(UnsafeBufferPointer(fout), into: s.row)
         }
         return true
+    }
+
+    /// Whether any sample is non-zero.
+    @inline(__always)
+    static func hasSound(_ samples: UnsafeBufferPointer<Int16>) -> Bool {
+        var acc: Int16 = 0
+        for i in 0..<samples.count { acc |= samples[i] }
+        return acc != 0
     }
 
     /// Pays back underrun debt: while more than a block is queued, skips exactly-zero samples at the

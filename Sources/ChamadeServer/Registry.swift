@@ -2,6 +2,7 @@ public import ChamadeCore
 public import ChamadeEngine
 import Foundation
 import Logging
+import Synchronization
 
 /// Every call and room of the server, the API keys, and the routing of engine events to the
 /// calls' WebSocket sessions. Off the tick: guarded by one lock, never held while awaiting.
@@ -16,6 +17,8 @@ public final class Registry: @unchecked Sendable {
     var roomCalls: [String: Set<String>] = [:]
     var stopping = false
     let logger: Logger
+    /// Audio frames dropped by sessions whose client reads too slowly (beyond ~1 s queued).
+    let sessionDroppedFrames = Atomic<Int>(0)
     /// Room capacity (participants per room).
     let roomCapacity: Int
 

@@ -169,7 +169,9 @@ enum Metrics {
         metric("chamade_ticks_total", "counter", "Ticks run by the clock shards (shards with rooms).", s.ticks)
         metric("chamade_late_ticks_total", "counter", "Ticks that finished after the next deadline.", s.lateTicks)
         metric("chamade_skipped_ticks_total", "counter", "Ticks skipped after falling more than a block behind.", s.skippedTicks)
-        metric("chamade_frames_dropped_total", "counter", "Outbound blocks lost to slow consumers.", s.droppedBlocks)
+        metric(
+            "chamade_frames_dropped_total", "counter", "Outbound blocks lost to slow consumers (engine queue and session queue).",
+            s.droppedBlocks + registry.sessionDroppedFrames.load(ordering: .relaxed))
         metric("chamade_playout_overflow_samples_total", "counter", "Samples refused by full playout queues.", s.overflowSamples)
         metric("chamade_bytes_in_total", "counter", "PCM bytes received from agents.", s.bytesIn)
         metric("chamade_frames_out_total", "counter", "Blocks taken by connections.", s.blocksOut)

@@ -4,6 +4,7 @@ import Foundation
 import HummingbirdWebSocket
 import NIOCore
 import NIOWebSocket
+import Synchronization
 
 /// One WebSocket connection of a call (SPEC §4). The inbound side runs in the connection's handler;
 /// everything outbound (events, answers, audio) goes through one writer task, fed by an AsyncStream,
@@ -58,6 +59,7 @@ final class Session: @unchecked Sendable {
             while audio.count > Self.audioLimit {
                 audio.removeFirst()
                 droppedAudioFrames += 1
+                registry.sessionDroppedFrames.wrappingAdd(1, ordering: .relaxed)
             }
             defer { wakePending = true }
             return !wakePending

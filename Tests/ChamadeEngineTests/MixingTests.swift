@@ -226,3 +226,34 @@ struct MixingTests {
         #expect(fit.snrDB > 60)
     }
 }
+
+@Suite("Cost of silence")
+struct SilenceCostTests {
+    /// Participants streaming digital silence cost no conversion: only a talker's converters and
+    /// the shared lanes run, however many silent streamers there are.
+    @Test func streamingZerosCostsNothing() throws {
+        var perTick: [Int] = []
+        for streamers in [0, 20] {
+            let (engine, _) = virtualEngine()
+            let room = try engine.createRoom(nativeRate: .hz48000, capacity: 64)
+            let talker = try room.join(rate: .hz24000)
+            let others = try (0..<streamers).map { _ in try room.join(rate: .hz24000) }
+            engine.tick()
+            talker.push(samples: speechLike(rate: 24000, count: 24000))
+            for _ in 0..<10 {
+                for o in others { o.push(samples: [Int16](repeating: 0, count: 480)) }
+                engine.tick()
+            }
+            let before = room.converterCallCount
+            for _ in 0..<20 {
+                for o in others { o.push(samples: [Int16](repeating: 0, count: 480)) }
+                engine.tick()
+                for o in others { _ = o.pullAll() }
+            }
+            perTick.append((room.converterCallCount - before) / 20)
+            // Everyone silent still hears the talker.
+            #expect(others.allSatisfy { $0.statistics().outboundQueuedBlockCount >= 30 })
+        }
+        #expect(perTick[0] == perTick[1], "\(perTick)")
+    }
+}
