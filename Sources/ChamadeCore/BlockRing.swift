@@ -20,7 +20,8 @@ public final class BlockRing: @unchecked Sendable {
         precondition(blockSampleCount > 0 && blockCapacity > 0)
         self.blockSampleCount = blockSampleCount
         self.blockCapacity = blockCapacity
-        self.samples = SPSCRing(capacity: blockSampleCount * blockCapacity)
+        // The tick writes here: touch the pages now so it never takes a page fault.
+        self.samples = SPSCRing(capacity: blockSampleCount * blockCapacity, prefault: true)
         self.stamps = .allocate(capacity: blockCapacity)
         stamps.initialize(repeating: 0, count: blockCapacity)
     }

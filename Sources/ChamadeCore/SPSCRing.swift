@@ -34,10 +34,20 @@ public final class SPSCRing<Element>: @unchecked Sendable {
     private let handedOut = Atomic<UInt8>(0)
 
     /// Allocates a ring that holds up to `capacity` elements. Not real-time safe (allocates).
-    public init(capacity: Int) {
+    ///
+    /// `prefault`: touch every page of the storage now, so that a real-time thread writing into it
+    /// never takes a first-touch page fault (which can wait on the process's memory-map lock while
+    /// another thread allocates). Use it for rings a tick writes into.
+    public init(capacity: Int, prefault: Bool = false) {
         precondition(capacity > 0, "SPSCRing capacity must be positive")
         self.capacity = capacity
         self.slots = .allocate(capacity: capacity)
+        if prefault {
+            // SAFETY: the slots are uninitialised storage; writing bytes there initialises nothing
+            // and is overwritten by real elements before any is read.
+            UnsafeMutableRawPointer(slots).initializeMemory(
+                as: UInt8.self, repeating: 0, count: capacity * MemoryLayout<Element>.stride)
+        }
     }
 
     deinit {

@@ -80,7 +80,7 @@ final class RoomCore: @unchecked Sendable {
         commands = SPSCRing(capacity: 2 * capacity + 16)
         commandProducer = Locked(commands.takeProducer())
         commandConsumer = commands.takeConsumer()
-        retired = SPSCRing(capacity: 4 * capacity + 16)
+        retired = SPSCRing(capacity: 4 * capacity + 16, prefault: true)
         retireProducer = retired.takeProducer()
         retireConsumer = retired.takeConsumer()
         slots = .allocate(capacity: capacity)

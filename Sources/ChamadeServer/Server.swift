@@ -228,7 +228,7 @@ public final class ChamadeServer: Sendable {
             guard let id = context.request.uri.path.split(separator: "/").dropLast().last.map(String.init),
                 let call = try? registry.call(id, apiKey: key ?? "")
             else { return }
-            let session = Session(call: call, registry: registry)
+            let session = Session(call: call, registry: registry, channel: context.requestContext.channel)
             guard registry.attach(session, to: call) else {
                 try? await outbound.write(.text(JSON.encode(["type": "call_state", "state": "ended"])))
                 return

@@ -19,24 +19,25 @@ final class Session: @unchecked Sendable {
 
     let call: Call
     let registry: Registry
+    /// The connection's channel: audio frames are written to it directly from the delivery thread
+    /// (one hop to the event loop instead of two through a task).
+    let channel: any Channel
     private let lock = NSLock()
+    private var ended = false
     private var _receiving = false
     private var markNames: [UInt64: String] = [:]
     private var pendingClear: UInt64?
-    private var audio = CircularBuffer<ByteBuffer>(initialCapacity: 64)
-    private var wakePending = false
     private(set) var droppedAudioFrames = 0
     let stream: AsyncStream<Outgoing>
     private let continuation: AsyncStream<Outgoing>.Continuation
 
-    /// Audio kept for a client that reads slowly: about one second; older frames are dropped.
-    static let audioLimit = 50
     /// Largest binary (or decoded base64) audio message accepted: 1 MiB.
     static let maxAudioBytes = 1 << 20
 
-    init(call: Call, registry: Registry) {
+    init(call: Call, registry: Registry, channel: any Channel) {
         self.call = call
         self.registry = registry
+        self.channel = channel
         (stream, continuation) = AsyncStream.makeStream(of: Outgoing.self)
     }
 
@@ -52,23 +53,22 @@ final class Session: @unchecked Sendable {
         send(["type": "call_error", "code": code, "message": message])
     }
 
-    /// Queues one block of mix-minus; drops the oldest beyond `audioLimit` (counted).
+    /// Sends one block of mix-minus as a binary frame, straight to the channel. A client that does not
+    /// read fills the channel's outbound buffer (64 KiB, about 0.6 s at 48 kHz) until it is not
+    /// writable; then frames are dropped and counted, and the room never waits.
     func deliver(_ block: ByteBuffer) {
-        let wake: Bool = lock.withLock {
-            audio.append(block)
-            while audio.count > Self.audioLimit {
-                audio.removeFirst()
-                droppedAudioFrames += 1
-                registry.sessionDroppedFrames.wrappingAdd(1, ordering: .relaxed)
-            }
-            defer { wakePending = true }
-            return !wakePending
+        guard lock.withLock({ !ended }) else { return }
+        guard channel.isWritable else {
+            lock.withLock { droppedAudioFrames += 1 }
+            registry.sessionDroppedFrames.wrappingAdd(1, ordering: .relaxed)
+            return
         }
-        if wake { continuation.yield(.wake) }
+        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: block), promise: nil)
     }
 
     /// The call ended: `call_state` ended, then a close frame.
     func end() {
+        lock.withLock { ended = true }
         send(["type": "call_state", "state": "ended"])
         continuation.yield(.end)
     }
@@ -95,12 +95,7 @@ final class Session: @unchecked Sendable {
                 case .text(let s):
                     try await outbound.write(.text(s))
                 case .wake:
-                    let blocks: [ByteBuffer] = lock.withLock {
-                        wakePending = false
-                        defer { audio.removeAll(keepingCapacity: true) }
-                        return Array(audio)
-                    }
-                    for b in blocks { try await outbound.write(.binary(b)) }
+                    break
                 case .end:
                     try await outbound.close(.normalClosure, reason: "call ended")
                     return
