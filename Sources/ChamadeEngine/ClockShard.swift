@@ -113,6 +113,7 @@ final class ClockShard: @unchecked Sendable {
 
     /// The clock thread's loop: sleep to the deadline, tick, count lateness; until stopped.
     func run(realtimePriority: Bool) {
+        cchamade_set_thread_name("chamade-clock\(index)")
         if realtimePriority { Self.raisePriority() }
         schedule = TickSchedule(start: MonotonicClock.now() + schedulePeriod)
         // ORDERING: relaxed; `stop()` needs only eventual visibility, the loop wakes every 20 ms.

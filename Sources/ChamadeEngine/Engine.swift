@@ -109,6 +109,7 @@ public final class Engine: Sendable {
         }
         housekeepingRunning.store(true, ordering: .relaxed)
         threads.append(spawnThread { [self] in
+            cchamade_set_thread_name("chamade-house")
             while housekeepingRunning.load(ordering: .relaxed) {
                 _ = drainEvents()
                 usleep(2000)

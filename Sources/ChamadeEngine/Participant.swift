@@ -131,16 +131,35 @@ public final class Participant: Sendable {
     }
 
     /// Takes the oldest queued block of its mix-minus (exactly `sampleRate.blockSampleCount`
-    /// samples), skipping blocks more than about a second old (counted as dropped). False when
-    /// no block is ready.
+    /// samples), skipping blocks more than about a second old (counted as dropped). False when no
+    /// block is ready, or when `block` is not the size of a block at the current rate (the rate may
+    /// change between reading `sampleRate` and this call: see `pullBlock(intoBuffer:)`).
     public func pullBlock(into block: UnsafeMutableBufferPointer<Int16>) -> Bool {
+        pull(into: block, exact: true) > 0
+    }
+
+    /// Takes the oldest queued block into the front of `buffer`, which must hold at least one block at
+    /// the current rate (960 samples always do), and returns its sample count, or 0 when none is
+    /// ready. The rate is read under the same lock as the block, so a concurrent rate change cannot
+    /// make the two disagree.
+    public func pullBlock(intoBuffer buffer: UnsafeMutableBufferPointer<Int16>) -> Int {
+        pull(into: buffer, exact: false)
+    }
+
+    private func pull(into buffer: UnsafeMutableBufferPointer<Int16>, exact: Bool) -> Int {
         let now = room.core.publishedTick.load(ordering: .relaxed)
         let minimum = now > UInt64(Self.outboundLimitBlocks) ? now - UInt64(Self.outboundLimitBlocks) : 0
-        let (pulled, discarded) = io.withLock { $0.outConsumer.pull(into: block, minimumStamp: minimum) }
+        let (count, discarded) = io.withLock { io -> (Int, Int) in
+            let n = io.state.rate.blockSampleCount
+            guard exact ? buffer.count == n : buffer.count >= n else { return (0, 0) }
+            let (pulled, discarded) = io.outConsumer.pull(
+                into: UnsafeMutableBufferPointer(rebasing: buffer[0..<n]), minimumStamp: minimum)
+            return (pulled ? n : 0, discarded)
+        }
         // ORDERING: relaxed; statistics.
         if discarded > 0 { staleBlocks.wrappingAdd(discarded, ordering: .relaxed) }
-        if pulled { blocksOut.wrappingAdd(1, ordering: .relaxed) }
-        return pulled
+        if count > 0 { blocksOut.wrappingAdd(1, ordering: .relaxed) }
+        return count
     }
 
     /// Drops every block of mix-minus ready now; returns how many.

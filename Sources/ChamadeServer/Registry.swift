@@ -17,6 +17,8 @@ public final class Registry: @unchecked Sendable {
     var roomCalls: [String: Set<String>] = [:]
     var stopping = false
     let logger: Logger
+    /// The metrics published on /metrics.
+    let metrics = ServerMetrics()
     /// Audio frames dropped by sessions whose client reads too slowly (beyond ~1 s queued).
     let sessionDroppedFrames = Atomic<Int>(0)
     /// Room capacity (participants per room).

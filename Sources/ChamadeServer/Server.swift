@@ -206,7 +206,7 @@ public final class ChamadeServer: Sendable {
             await respond {
                 _ = try Self.authenticate(request, registry)
                 var response = Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"])
-                response.body = .init(byteBuffer: ByteBuffer(string: Metrics.text(registry)))
+                response.body = .init(byteBuffer: ByteBuffer(string: registry.metrics.text(registry)))
                 return response
             }
         }

@@ -8,6 +8,8 @@ import Logging
 import NIOCore
 import NIOHTTPTypes
 import ServiceLifecycle
+import CoreMetrics
+import Prometheus
 
 /// Answers a refused WebSocket upgrade with the contract's status and JSON error (401 wrong key,
 /// 404 unknown call or another key's, 409 ended call) before any upgrade happens.
@@ -88,11 +90,16 @@ final class DeliveryService: Service, @unchecked Sendable {
         let registry = self.registry
         let thread = Foundation.Thread {
             var scratch = [Int16](repeating: 0, count: 960)
+            var wakes = 0
             while !stop.isSet {
                 guard registry.engine.tickSignal.wait(milliseconds: 100) else { continue }
+                wakes += 1
+                if wakes % 100 == 0 { registry.metrics.refresh(registry) }
                 for call in registry.receivingCalls() {
-                    let n = call.participant.sampleRate.blockSampleCount
-                    while scratch.withUnsafeMutableBufferPointer({ call.participant.pullBlock(into: UnsafeMutableBufferPointer(rebasing: $0[0..<n])) }) {
+                    while true {
+                        // Size and block are taken together: the rate may change at any moment.
+                        let n = scratch.withUnsafeMutableBufferPointer { call.participant.pullBlock(intoBuffer: $0) }
+                        if n == 0 { break }
                         let buffer = scratch[0..<n].withUnsafeBytes { ByteBuffer(bytes: $0) }
                         let sessions = registry.lock.withLock { call.sessions.values.filter { $0.receiving } }
                         for s in sessions { s.deliver(buffer) }
@@ -154,37 +161,67 @@ final class StopFlag: @unchecked Sendable {
     }
 }
 
-/// Prometheus text exposition of the engine and server counters.
-enum Metrics {
-    static func text(_ registry: Registry) -> String {
-        let s = registry.engine.statistics()
-        let calls = registry.lock.withLock { registry.calls.values.filter { $0.state != .ended }.count }
-        var out = ""
-        func metric(_ name: String, _ type: String, _ help: String, _ value: Int) {
-            out += "# HELP \(name) \(help)\n# TYPE \(name) \(type)\n\(name) \(value)\n"
+/// `/metrics`: the engine's lock-free counters published through swift-metrics into a private
+/// Prometheus registry (swift-prometheus), so the library never bootstraps a process-wide metrics
+/// system. Counters advance by their delta at each refresh; each tick's processing time, drained
+/// from the engine's tick-time ring, goes into a duration histogram.
+final class ServerMetrics: @unchecked Sendable {
+    // SAFETY: `refresh()` runs under `lock`.
+    let registry = PrometheusCollectorRegistry()
+    let factory: PrometheusMetricsFactory
+    private let lock = NSLock()
+    private var last: [String: Int] = [:]
+    private let calls, rooms, participants: CoreMetrics.Gauge
+    private let counters: [String: CoreMetrics.Counter]
+    private let tickTime: CoreMetrics.Timer
+
+    init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["chamade_tick_seconds"] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(40),
+        ]
+        self.factory = factory
+        calls = CoreMetrics.Gauge(label: "chamade_calls", factory: factory)
+        rooms = CoreMetrics.Gauge(label: "chamade_rooms", factory: factory)
+        participants = CoreMetrics.Gauge(label: "chamade_participants", factory: factory)
+        var c: [String: CoreMetrics.Counter] = [:]
+        for name in [
+            "chamade_ticks_total", "chamade_late_ticks_total", "chamade_skipped_ticks_total",
+            "chamade_frames_dropped_total", "chamade_playout_overflow_samples_total", "chamade_bytes_in_total",
+            "chamade_frames_out_total", "chamade_lost_events_total",
+        ] {
+            c[name] = CoreMetrics.Counter(label: name, factory: factory)
         }
-        metric("chamade_calls", "gauge", "Calls not ended.", calls)
-        metric("chamade_rooms", "gauge", "Rooms ticking.", s.rooms)
-        metric("chamade_participants", "gauge", "Participants in rooms.", s.participants)
-        metric("chamade_ticks_total", "counter", "Ticks run by the clock shards (shards with rooms).", s.ticks)
-        metric("chamade_late_ticks_total", "counter", "Ticks that finished after the next deadline.", s.lateTicks)
-        metric("chamade_skipped_ticks_total", "counter", "Ticks skipped after falling more than a block behind.", s.skippedTicks)
-        metric(
-            "chamade_frames_dropped_total", "counter", "Outbound blocks lost to slow consumers (engine queue and session queue).",
-            s.droppedBlocks + registry.sessionDroppedFrames.load(ordering: .relaxed))
-        metric("chamade_playout_overflow_samples_total", "counter", "Samples refused by full playout queues.", s.overflowSamples)
-        metric("chamade_bytes_in_total", "counter", "PCM bytes received from agents.", s.bytesIn)
-        metric("chamade_frames_out_total", "counter", "Blocks taken by connections.", s.blocksOut)
-        out += "# HELP chamade_tick_seconds Processing time of one shard tick.\n# TYPE chamade_tick_seconds histogram\n"
-        var cumulative = 0
-        for (i, bound) in s.tickHistogramBoundsMicroseconds.enumerated() {
-            cumulative += s.tickHistogram[i]
-            out += "chamade_tick_seconds_bucket{le=\"\(Double(bound) / 1e6)\"} \(cumulative)\n"
+        counters = c
+        tickTime = CoreMetrics.Timer(label: "chamade_tick_seconds", factory: factory)
+    }
+
+    /// Brings every metric up to date with the engine and the server.
+    func refresh(_ server: Registry) {
+        lock.withLock {
+            let s = server.engine.statistics()
+            calls.record(server.lock.withLock { server.calls.values.filter { $0.state != .ended }.count })
+            rooms.record(s.rooms)
+            participants.record(s.participants)
+            let values = [
+                "chamade_ticks_total": s.ticks, "chamade_late_ticks_total": s.lateTicks,
+                "chamade_skipped_ticks_total": s.skippedTicks,
+                "chamade_frames_dropped_total": s.droppedBlocks + server.sessionDroppedFrames.load(ordering: .relaxed),
+                "chamade_playout_overflow_samples_total": s.overflowSamples, "chamade_bytes_in_total": s.bytesIn,
+                "chamade_frames_out_total": s.blocksOut, "chamade_lost_events_total": s.lostEvents,
+            ]
+            for (name, value) in values {
+                let delta = value - last[name, default: 0]
+                if delta > 0 { counters[name]?.increment(by: delta) }
+                last[name] = value
+            }
+            server.engine.drainTickTimes { tickTime.recordNanoseconds($0) }
         }
-        cumulative += s.tickHistogram.last ?? 0
-        out += "chamade_tick_seconds_bucket{le=\"+Inf\"} \(cumulative)\n"
-        out += "chamade_tick_seconds_sum \(Double(s.tickNanosecondsTotal) / 1e9)\n"
-        out += "chamade_tick_seconds_count \(cumulative)\n"
-        return out
+    }
+
+    func text(_ server: Registry) -> String {
+        refresh(server)
+        return registry.emitToString()
     }
 }

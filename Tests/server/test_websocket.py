@@ -306,3 +306,30 @@ def test_hang_up_closes_the_socket(server):
                 pass
         assert e2.value.response.status_code == 409
     run(go())
+
+
+def test_rate_changes_while_receiving(server):
+    """Rate changes racing the delivery of blocks: every frame has the size of some declared rate,
+    and the connection and the server survive."""
+    meeting = f"https://meet.example/churn/{time.time()}"
+    t, l = (new_call(server, platform="discord", meeting=meeting) for _ in range(2))
+
+    async def go():
+        wt = await open_ws(server, t)
+        wl = await open_ws(server, l, receive=True)
+        await wt.send(sine(700, 48000, 3.0).tobytes())
+        sizes = {16000: 640, 24000: 960, 48000: 1920, 8000: 320}
+        seen = set()
+        for i in range(60):
+            await wl.send(json.dumps({"type": "audio_config", "sample_rate": list(sizes)[i % 4]}))
+            frames, _ = await collect(wl, 0.02)
+            seen.update(len(f) for f in frames)
+        assert seen and seen <= set(sizes.values()), seen
+        await wl.send(json.dumps({"type": "audio_config", "sample_rate": 16000}))
+        await recv_json(wl, "audio_config")
+        frames, _ = await collect(wl, 0.5)
+        assert frames and len(frames[-1]) == 640
+        await wt.close()
+        await wl.close()
+    run(go())
+    assert api(server, "GET", "/api/calls").status_code == 200

@@ -3,6 +3,9 @@
 // Our own C, kept to what Swift cannot call directly. Every function is one line and prefixed cchamade_.
 #include <opus.h>
 #include <stdint.h>
+#if defined(__linux__)
+#include <sys/prctl.h>
+#endif
 
 // opus_encoder_ctl / opus_decoder_ctl are variadic C macros-over-functions: Swift cannot call them,
 // so each request we use gets a typed wrapper. Returns an OPUS_* code.
@@ -15,6 +18,14 @@ static inline int cchamade_opus_get_bitrate(OpusEncoder *e, int32_t *v) { return
 static inline int cchamade_opus_get_lookahead(OpusEncoder *e, int32_t *v) { return opus_encoder_ctl(e, OPUS_GET_LOOKAHEAD(v)); }
 static inline int cchamade_opus_encoder_reset(OpusEncoder *e) { return opus_encoder_ctl(e, OPUS_RESET_STATE); }
 static inline int cchamade_opus_decoder_reset(OpusDecoder *d) { return opus_decoder_ctl(d, OPUS_RESET_STATE); }
+
+// Names the calling thread (15 characters at most) for ps, top and perf. prctl is variadic, so
+// Swift cannot call it; pthread_setname_np is missing from Swift's Glibc module.
+static inline void cchamade_set_thread_name(const char *name) {
+#if defined(__linux__)
+    prctl(PR_SET_NAME, name, 0, 0, 0);
+#endif
+}
 
 // RealtimeSanitizer entry points (clang's rtsan runtime). Declared here so Swift can call them; they are
 // resolved only when a binary links libclang_rt.rtsan (see Tests/README); the weak declarations make them
