@@ -116,6 +116,14 @@ let package = Package(
             dependencies: ["ChamadeEngine", "ChamadeTesting", "CChamadeMallocCounter", "CChamadeShims"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "ChamadeServerTests",
+            dependencies: [
+                "ChamadeServer",
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "ChamadeAudioFileTests", dependencies: ["ChamadeAudioFile", "ChamadeTesting"],
             swiftSettings: swiftSettings),
         .testTarget(

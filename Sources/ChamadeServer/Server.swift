@@ -53,6 +53,8 @@ public final class ChamadeServer: Sendable {
     /// `onListening` is called once the socket accepts connections, with the bound port.
     public func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
         engine.start()
+        // Stops the clocks however the service group ends: signal, cancellation or error.
+        defer { engine.shutdown() }
         let delivery = DeliveryService(registry: registry)
         let app = Application(
             router: makeRouter(),
@@ -75,7 +77,6 @@ public final class ChamadeServer: Sendable {
                 ],
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
-        engine.shutdown()
     }
 
     // MARK: HTTP API
@@ -233,6 +234,7 @@ public final class ChamadeServer: Sendable {
                 try? await outbound.write(.text(JSON.encode(["type": "call_state", "state": "ended"])))
                 return
             }
+            session.boundOutboundBuffer()
             session.send(["type": "call_state", "state": "active"])
             await withTaskGroup(of: Void.self) { group in
                 group.addTask { await session.runWriter(outbound) }

@@ -54,8 +54,9 @@ final class Session: @unchecked Sendable {
     }
 
     /// Sends one block of mix-minus as a binary frame, straight to the channel. A client that does not
-    /// read fills the channel's outbound buffer (64 KiB, about 0.6 s at 48 kHz) until it is not
-    /// writable; then frames are dropped and counted, and the room never waits.
+    /// read fills the channel's outbound buffer (about one second of frames at its rate, see
+    /// `boundOutboundBuffer`) until it is not writable; then frames are dropped and counted, and the
+    /// room never waits.
     func deliver(_ block: ByteBuffer) {
         guard lock.withLock({ !ended }) else { return }
         guard channel.isWritable else {
@@ -64,6 +65,15 @@ final class Session: @unchecked Sendable {
             return
         }
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: block), promise: nil)
+    }
+
+    /// Sets the channel's high watermark to about one second of frames at the connection's rate (50
+    /// frames plus WebSocket headers), so "not writable" means "a second behind" at every rate.
+    func boundOutboundBuffer() {
+        let frame = call.participant.sampleRate.blockByteCount + 4
+        let high = 50 * frame
+        channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: high / 2, high: high))
+            .whenFailure { _ in }
     }
 
     /// The call ended: `call_state` ended, then a close frame.
@@ -170,6 +180,7 @@ final class Session: @unchecked Sendable {
             }
             if r != call.participant.sampleRate {
                 _ = try? call.participant.setSampleRate(r)
+                boundOutboundBuffer()
                 send(config())
             }
         }
@@ -188,6 +199,7 @@ final class Session: @unchecked Sendable {
                 self.error("call_ended", "the call has ended")
                 return
             }
+            boundOutboundBuffer()
         }
         if let receive = object["receive"] as? Bool {
             lock.withLock { _receiving = receive }
