@@ -22,6 +22,7 @@
 
 extern _Thread_local int cchamade_tick_active;
 extern _Atomic uint64_t cchamade_tick_allocations;
+extern _Thread_local uint64_t cchamade_tick_allocations_here;
 int cchamade_malloc_counter_present = 1;
 
 extern void *__libc_malloc(size_t);
@@ -30,7 +31,10 @@ extern void *__libc_realloc(void *, size_t);
 extern void *__libc_memalign(size_t, size_t);
 
 static inline void count(void) {
-    if (cchamade_tick_active) atomic_fetch_add_explicit(&cchamade_tick_allocations, 1, memory_order_relaxed);
+    if (cchamade_tick_active) {
+        atomic_fetch_add_explicit(&cchamade_tick_allocations, 1, memory_order_relaxed);
+        cchamade_tick_allocations_here += 1;
+    }
 }
 
 void *malloc(size_t n) { count(); return __libc_malloc(n); }

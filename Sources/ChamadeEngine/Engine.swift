@@ -256,6 +256,9 @@ public final class Engine: Sendable {
     /// linked into the process (`chamade`, the tests); see `isCountingTickAllocations`.
     public static var tickAllocationCount: UInt64 { cchamade_tick_allocation_count() }
 
+    /// Allocations counted during ticks run on the calling thread (the virtual clock's caller).
+    public static var tickAllocationCountOnThisThread: UInt64 { cchamade_tick_allocation_count_on_this_thread() }
+
     /// Whether this process counts allocations on the tick.
     public static var isCountingTickAllocations: Bool { cchamade_allocation_counting_available() != 0 }
 }

@@ -42,8 +42,11 @@ static inline void cchamade_rtsan_exit(void) { if (__rtsan_realtime_exit) __rtsa
 extern _Thread_local int cchamade_tick_active;
 static inline void cchamade_tick_enter(void) { cchamade_tick_active = 1; }
 static inline void cchamade_tick_exit(void) { cchamade_tick_active = 0; }
-// Allocations counted so far, and whether an interposer is counting at all.
+// Allocations counted so far (all threads), and on the calling thread only (for tests that tick on
+// their own thread while other engines tick elsewhere in the process), and whether an interposer is
+// counting at all.
 uint64_t cchamade_tick_allocation_count(void);
+uint64_t cchamade_tick_allocation_count_on_this_thread(void);
 int cchamade_allocation_counting_available(void);
 
 #endif
