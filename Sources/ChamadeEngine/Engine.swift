@@ -184,7 +184,7 @@ public final class Engine: Sendable {
                     delivered += 1
                 }
                 while let room = shard.retireConsumer.pop() {
-                    room._withUnsafeGuaranteedRef { $0.drainRetired() }
+                    room._withUnsafeGuaranteedRef { $0.dispose() }
                     room.release()
                 }
             }

@@ -12,15 +12,16 @@ public final class Participant: Sendable {
     public let id: ParticipantID
     public let room: Room
 
-    /// The I/O ends of the current tick-side state's rings.
-    struct IOSide: ~Copyable {
-        var state: ParticipantState
+    /// The I/O ends of the current tick-side state's rings. A class so that leaving can drop it whole:
+    /// the rings (60 s of playout queue, 5.8 MB at 48 kHz) must not outlive the participant's time
+    /// in the room, even if the handle is kept (a server keeps ended calls for status queries).
+    final class IOEnds {
+        // Used only under the participant's lock.
+        let state: ParticipantState
         var decoder = PCMStreamDecoder()
         var inProducer: SPSCRing<Int16>.Producer
         var markProducer: SPSCRing<MarkRecord>.Producer
         var outConsumer: BlockRing.Consumer
-        var nextMarkID: UInt64 = 1
-        var left = false
 
         init(_ state: ParticipantState) {
             self.state = state
@@ -28,6 +29,16 @@ public final class Participant: Sendable {
             markProducer = state.marks.takeProducer()
             outConsumer = state.outbound.takeConsumer()
         }
+    }
+
+    struct IOSide {
+        /// nil once the participant has left.
+        var ends: IOEnds?
+        var rate: SampleRate
+        var nextMarkID: UInt64 = 1
+        /// The tick-side counters, frozen when the participant leaves.
+        var finalRefused = 0
+        var finalQueued = 0
     }
 
     let io: Locked<IOSide>
@@ -44,16 +55,16 @@ public final class Participant: Sendable {
     init(id: ParticipantID, room: Room, state: ParticipantState) {
         self.id = id
         self.room = room
-        self.io = Locked(IOSide(state))
+        self.io = Locked(IOSide(ends: IOEnds(state), rate: state.rate))
     }
 
     /// The participant's rate (both directions).
-    public var sampleRate: SampleRate { io.withLock { $0.state.rate } }
+    public var sampleRate: SampleRate { io.withLock { $0.rate } }
 
     /// Whether it receives its mix-minus.
     public var isReceiving: Bool {
         // ORDERING: relaxed; a flag.
-        io.withLock { $0.state.receiving.load(ordering: .relaxed) }
+        io.withLock { $0.ends?.state.receiving.load(ordering: .relaxed) ?? false }
     }
 
     /// The result of pushing a chunk.
@@ -71,8 +82,8 @@ public final class Participant: Sendable {
         // ORDERING: relaxed; statistics.
         bytesIn.wrappingAdd(bytes.count, ordering: .relaxed)
         let (written, dropped) = io.withLock { io in
-            guard !io.left else { return (0, 0) }
-            return io.decoder.decode(bytes, into: &io.inProducer)
+            guard let e = io.ends else { return (0, 0) }
+            return e.decoder.decode(bytes, into: &e.inProducer)
         }
         if dropped > 0 { overflowSamples.wrappingAdd(dropped, ordering: .relaxed) }
         return PushResult(acceptedSampleCount: written, droppedSampleCount: dropped)
@@ -84,7 +95,7 @@ public final class Participant: Sendable {
 
     /// Samples queued and not yet played.
     public func queuedSampleCount() -> Int {
-        io.withLock { $0.state.inbound.writtenCount() - $0.state.inbound.readCount() }
+        io.withLock { io in io.ends.map { $0.state.inbound.writtenCount() - $0.state.inbound.readCount() } ?? 0 }
     }
 
     /// A placed mark.
@@ -101,10 +112,11 @@ public final class Participant: Sendable {
         io.withLock { io in
             let id = io.nextMarkID
             io.nextMarkID += 1
-            let position = io.state.inbound.writtenCount()
-            if io.left || io.state.inbound.readCount() >= position { return Mark(id: id, isReached: true) }
+            guard let e = io.ends else { return Mark(id: id, isReached: true) }
+            let position = e.state.inbound.writtenCount()
+            if e.state.inbound.readCount() >= position { return Mark(id: id, isReached: true) }
             // A full mark queue (4096 pending) reports the mark as reached rather than lose it.
-            let queued = io.markProducer.push(MarkRecord(position: position, id: id))
+            let queued = e.markProducer.push(MarkRecord(position: position, id: id))
             return Mark(id: id, isReached: !queued)
         }
     }
@@ -116,8 +128,9 @@ public final class Participant: Sendable {
     @discardableResult
     public func requestClear() -> UInt64 {
         io.withLock { io in
-            io.decoder.reset()
-            let state = io.state
+            guard let e = io.ends else { return 0 }
+            e.decoder.reset()
+            let state = e.state
             // ORDERING: the position is stored before the release increment that publishes it.
             state.clearBefore.max(state.inbound.writtenCount(), ordering: .relaxed)
             return state.clearRequest.wrappingAdd(1, ordering: .releasing).newValue
@@ -127,7 +140,7 @@ public final class Participant: Sendable {
     /// Turns delivery of the mix-minus on or off.
     public func setReceiving(_ on: Bool) {
         // ORDERING: relaxed; the tick samples the flag once per block.
-        io.withLock { $0.state.receiving.store(on, ordering: .relaxed) }
+        io.withLock { $0.ends?.state.receiving.store(on, ordering: .relaxed) }
     }
 
     /// Takes the oldest queued block of its mix-minus (exactly `sampleRate.blockSampleCount`
@@ -150,9 +163,10 @@ public final class Participant: Sendable {
         let now = room.core.publishedTick.load(ordering: .relaxed)
         let minimum = now > UInt64(Self.outboundLimitBlocks) ? now - UInt64(Self.outboundLimitBlocks) : 0
         let (count, discarded) = io.withLock { io -> (Int, Int) in
-            let n = io.state.rate.blockSampleCount
+            guard let e = io.ends else { return (0, 0) }
+            let n = e.state.rate.blockSampleCount
             guard exact ? buffer.count == n : buffer.count >= n else { return (0, 0) }
-            let (pulled, discarded) = io.outConsumer.pull(
+            let (pulled, discarded) = e.outConsumer.pull(
                 into: UnsafeMutableBufferPointer(rebasing: buffer[0..<n]), minimumStamp: minimum)
             return (pulled ? n : 0, discarded)
         }
@@ -164,10 +178,10 @@ public final class Participant: Sendable {
 
     /// Drops every block of mix-minus ready now; returns how many.
     @discardableResult
-    public func discardReadyBlocks() -> Int { io.withLock { $0.outConsumer.discardAll() } }
+    public func discardReadyBlocks() -> Int { io.withLock { $0.ends?.outConsumer.discardAll() ?? 0 } }
 
     /// Blocks of mix-minus ready to pull.
-    public func availableBlockCount() -> Int { io.withLock { $0.outConsumer.availableBlockCount() } }
+    public func availableBlockCount() -> Int { io.withLock { $0.ends?.outConsumer.availableBlockCount() ?? 0 } }
 
     /// Changes the participant's rate (both directions). The same rate changes nothing and keeps
     /// the converters' state. A new rate takes effect at the next tick with new converters; audio
@@ -176,13 +190,16 @@ public final class Participant: Sendable {
     @discardableResult
     public func setSampleRate(_ rate: SampleRate) throws(EngineError) -> Bool {
         try io.withLock { (io: inout IOSide) throws(EngineError) -> Bool in
-            guard !io.left else { throw .participantLeft }
-            guard rate != io.state.rate else { return false }
+            guard let old = io.ends?.state else { throw .participantLeft }
+            guard rate != old.rate else { return false }
             // ORDERING: relaxed; carried over to the new state.
-            let receiving = io.state.receiving.load(ordering: .relaxed)
+            let receiving = old.receiving.load(ordering: .relaxed)
             let state = try room.makeState(id: id, rate: rate, receiving: receiving)
-            try room.sendReplace(old: io.state, new: state)
-            io = IOSide(state)
+            try room.sendReplace(old: old, new: state)
+            io.finalRefused += old.outboundRefused.load(ordering: .relaxed)
+            io.finalQueued += old.outboundQueued.load(ordering: .relaxed)
+            io.ends = IOEnds(state)
+            io.rate = rate
             return true
         }
     }
@@ -190,9 +207,14 @@ public final class Participant: Sendable {
     /// Leaves the room. Pending marks are reported; later pushes are ignored.
     public func leave() {
         let state: ParticipantState? = io.withLock { io in
-            guard !io.left else { return nil }
-            io.left = true
-            return io.state
+            guard let state = io.ends?.state else { return nil }
+            // ORDERING: relaxed; statistics frozen at leaving.
+            io.finalRefused += state.outboundRefused.load(ordering: .relaxed)
+            io.finalQueued += state.outboundQueued.load(ordering: .relaxed)
+            // Drops the I/O ends and with them this handle's hold on the rings; the room frees the
+            // rest once its tick has retired the state.
+            io.ends = nil
+            return state
         }
         if let state { room.sendRemove(state) }
     }
@@ -211,12 +233,15 @@ public final class Participant: Sendable {
 
     public func statistics() -> Statistics {
         // ORDERING: relaxed loads of statistics.
-        let state = io.withLock { $0.state }
+        let (refused, queued) = io.withLock { io in
+            (io.finalRefused + (io.ends?.state.outboundRefused.load(ordering: .relaxed) ?? 0),
+             io.finalQueued + (io.ends?.state.outboundQueued.load(ordering: .relaxed) ?? 0))
+        }
         return Statistics(
             overflowSampleCount: overflowSamples.load(ordering: .relaxed),
-            outboundRefusedBlockCount: state.outboundRefused.load(ordering: .relaxed),
+            outboundRefusedBlockCount: refused,
             outboundStaleBlockCount: staleBlocks.load(ordering: .relaxed),
-            outboundQueuedBlockCount: state.outboundQueued.load(ordering: .relaxed),
+            outboundQueuedBlockCount: queued,
             bytesIn: bytesIn.load(ordering: .relaxed),
             blocksOut: blocksOut.load(ordering: .relaxed))
     }

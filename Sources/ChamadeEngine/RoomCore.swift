@@ -123,6 +123,21 @@ final class RoomCore: @unchecked Sendable {
         commandProducer.withLock { $0.push(command) }
     }
 
+    /// Releases everything the room holds once its shard has retired it (no tick will run it again):
+    /// participants, lanes, pending commands. Housekeeping only. Without this, a participant that
+    /// left after its room was removed would stay in the room's slots until the room object dies.
+    func dispose() {
+        for i in 0..<slotCount {
+            slots[i]._withUnsafeGuaranteedRef { $0.lane = nil }
+            slots[i].release()
+        }
+        slotCount = 0
+        for i in 0..<laneCount { lanes[i].release() }
+        laneCount = 0
+        while let c = commandConsumer.pop() { Self.release(c) }
+        drainRetired()
+    }
+
     /// Frees what ticks retired. Housekeeping only (not real-time).
     func drainRetired() {
         while let r = retireConsumer.pop() {
