@@ -374,27 +374,29 @@ final class RoomCore: @unchecked Sendable {
         }
         let block: UnsafeBufferPointer<Int16>
         if let laneRef = s.lane {
-            let lane = laneRef._withUnsafeGuaranteedRef { $0 }
-            computeLane(lane)
-            if s.contributing {
-                // convert(total) − convert(own): the listener's private mix-minus, by linearity.
-                if s.outConverterStale {
-                    s.outConverter.reset()
-                    s.outConverterStale = false
+            // Borrowed for the whole branch: taking the lane out of the closure would retain it.
+            block = laneRef._withUnsafeGuaranteedRef { lane in
+                computeLane(lane)
+                if s.contributing {
+                    // convert(total) − convert(own): the listener's private mix-minus, by linearity.
+                    if s.outConverterStale {
+                        s.outConverter.reset()
+                        s.outConverterStale = false
+                    }
+                    converterCallsThisTick += 1
+                    let fin = UnsafeMutableBufferPointer(rebasing: s.floatIn[0..<s.row.count])
+                    let fout = UnsafeMutableBufferPointer(rebasing: s.floatOut[0..<s.outBlock.count])
+                    SampleConversion.toFloat(UnsafeBufferPointer(s.row), into: fin)
+                    s.outConverter.process(UnsafeBufferPointer(fin), into: fout)
+                    SampleConversion.toInt16(
+                        UnsafeBufferPointer(lane.converted), minus: UnsafeBufferPointer(fout), into: s.outBlock)
+                    return UnsafeBufferPointer(s.outBlock)
                 }
-                converterCallsThisTick += 1
-                let fin = UnsafeMutableBufferPointer(rebasing: s.floatIn[0..<s.row.count])
-                let fout = UnsafeMutableBufferPointer(rebasing: s.floatOut[0..<s.outBlock.count])
-                SampleConversion.toFloat(UnsafeBufferPointer(s.row), into: fin)
-                s.outConverter.process(UnsafeBufferPointer(fin), into: fout)
-                SampleConversion.toInt16(UnsafeBufferPointer(lane.converted), minus: UnsafeBufferPointer(fout), into: s.outBlock)
-                block = UnsafeBufferPointer(s.outBlock)
-            } else {
                 if lane.sharedTick != tickIndex {
                     SampleConversion.toInt16(UnsafeBufferPointer(lane.converted), into: lane.shared)
                     lane.sharedTick = tickIndex
                 }
-                block = UnsafeBufferPointer(lane.shared)
+                return UnsafeBufferPointer(lane.shared)
             }
         } else if s.contributing {
             MixMinus.subtract(own: UnsafeBufferPointer(s.row), from: UnsafeBufferPointer(total), into: s.outBlock)
