@@ -97,8 +97,6 @@ final class ParticipantState: @unchecked Sendable {
     /// hair after its tick). Up to that many exactly-zero samples may later be skipped at the head of
     /// the queue, so one late chunk does not cost every later chunk a block of latency.
     var underrunDebt = 0
-    /// Samples skipped that way (statistics).
-    let silenceSkipped = Atomic<Int>(0)
     var seenClearRequest: UInt64 = 0
 
     let inBlock: UnsafeMutableBufferPointer<Int16>

@@ -359,10 +359,6 @@ final class RoomCore: @unchecked Sendable {
             return n
         }
         s.underrunDebt -= skipped
-        if skipped > 0 {
-            // ORDERING: relaxed; a statistic.
-            s.silenceSkipped.wrappingAdd(skipped, ordering: .relaxed)
-        }
     }
 
     /// Builds and queues participant `s`'s mix-minus for this tick, if it receives.

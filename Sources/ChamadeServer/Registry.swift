@@ -222,9 +222,16 @@ public final class Registry: @unchecked Sendable {
         for c in all { try? end(c) }
     }
 
-    /// Every session that receives audio, for the delivery thread.
-    func receivingCalls() -> [Call] {
-        lock.withLock { calls.values.filter { c in c.state != .ended && c.sessions.values.contains { $0.receiving } } }
+    /// Every live call with the sessions that receive its audio, for the delivery thread (one lock
+    /// per tick, not one per call or block).
+    func receivingSessions() -> [(Call, [Session])] {
+        lock.withLock {
+            calls.values.compactMap { c in
+                guard c.state != .ended else { return nil }
+                let receivers = c.sessions.values.filter { $0.receiving }
+                return receivers.isEmpty ? nil : (c, receivers)
+            }
+        }
     }
 
     static func randomToken(_ bytes: Int) -> String {

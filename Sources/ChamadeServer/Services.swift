@@ -95,13 +95,16 @@ final class DeliveryService: Service, @unchecked Sendable {
                 guard registry.engine.tickSignal.wait(milliseconds: 100) else { continue }
                 wakes += 1
                 if wakes % 100 == 0 { registry.metrics.refresh(registry) }
-                for call in registry.receivingCalls() {
+                for (call, sessions) in registry.receivingSessions() {
+                    // Nobody can take a frame: leave the blocks in the engine, whose outbound queue
+                    // drops the oldest (counted) when the reader falls a second behind, so a client
+                    // that resumes hears fresh audio, never stale audio.
+                    guard sessions.contains(where: { $0.canTakeAudio }) else { continue }
                     while true {
                         // Size and block are taken together: the rate may change at any moment.
                         let n = scratch.withUnsafeMutableBufferPointer { call.participant.pullBlock(intoBuffer: $0) }
                         if n == 0 { break }
                         let buffer = scratch[0..<n].withUnsafeBytes { ByteBuffer(bytes: $0) }
-                        let sessions = registry.lock.withLock { call.sessions.values.filter { $0.receiving } }
                         for s in sessions { s.deliver(buffer) }
                     }
                 }

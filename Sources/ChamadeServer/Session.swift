@@ -13,7 +13,6 @@ final class Session: @unchecked Sendable {
     // SAFETY: mutable state is guarded by `lock`; the stream's continuation is thread-safe.
     enum Outgoing: Sendable {
         case text(String)
-        case wake
         case end
     }
 
@@ -27,7 +26,6 @@ final class Session: @unchecked Sendable {
     private var _receiving = false
     private var markNames: [UInt64: String] = [:]
     private var pendingClear: UInt64?
-    private(set) var droppedAudioFrames = 0
     let stream: AsyncStream<Outgoing>
     private let continuation: AsyncStream<Outgoing>.Continuation
 
@@ -53,26 +51,33 @@ final class Session: @unchecked Sendable {
         send(["type": "call_error", "code": code, "message": message])
     }
 
-    /// Sends one block of mix-minus as a binary frame, straight to the channel. A client that does not
-    /// read fills the channel's outbound buffer (about one second of frames at its rate, see
-    /// `boundOutboundBuffer`) until it is not writable; then frames are dropped and counted, and the
+    /// Whether this session can take a frame now: a client that does not read fills the channel's
+    /// outbound buffer (about one second of frames at its rate, see `boundOutboundBuffer`) until it
+    /// is not writable.
+    var canTakeAudio: Bool { receiving && channel.isWritable }
+
+    /// Sends one block of mix-minus as a binary frame, straight to the channel. A frame for a channel
+    /// that is not writable (another session of the call is reading) is dropped and counted; the
     /// room never waits.
     func deliver(_ block: ByteBuffer) {
         guard lock.withLock({ !ended }) else { return }
         guard channel.isWritable else {
-            lock.withLock { droppedAudioFrames += 1 }
             registry.sessionDroppedFrames.wrappingAdd(1, ordering: .relaxed)
             return
         }
         channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: block), promise: nil)
     }
 
-    /// Sets the channel's high watermark to about one second of frames at the connection's rate (50
-    /// frames plus WebSocket headers), so "not writable" means "a second behind" at every rate.
+    /// Bounds what can wait for a client that does not read to about a second of frames at the
+    /// connection's rate: the channel's high watermark is 50 frames, and the socket's send buffer is
+    /// set to half that (the kernel doubles it). Left to autotuning, the kernel alone would queue up
+    /// to 4 MB, some 40 s of audio at 48 kHz.
     func boundOutboundBuffer() {
         let frame = call.participant.sampleRate.blockByteCount + 4
         let high = 50 * frame
         channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: high / 2, high: high))
+            .whenFailure { _ in }
+        channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: SocketOptionValue(high / 2))
             .whenFailure { _ in }
     }
 
@@ -104,8 +109,6 @@ final class Session: @unchecked Sendable {
                 switch item {
                 case .text(let s):
                     try await outbound.write(.text(s))
-                case .wake:
-                    break
                 case .end:
                     try await outbound.close(.normalClosure, reason: "call ended")
                     return

@@ -85,7 +85,7 @@ public enum Bench {
         let received = LockedCounter()
         // One feeder thread: each talker gets 20 ms of audio every 20 ms, in random chunk sizes.
         let feeder = Thread {
-            var rng = SplitMix(seed: 7)
+            var rng = SeededRandom(seed: 7)
             var offsets = [Int](repeating: 0, count: talkerList.count)
             for i in offsets.indices { offsets[i] = Int(rng.next() % 100_000) * 2 }
             var next = MonotonicClock.now()
@@ -178,7 +178,7 @@ public enum Bench {
     /// Three seconds of speech-like PCM bytes: a voiced fundamental with harmonics under a syllable
     /// envelope, with pauses, plus a little noise; deterministic.
     static func speechLike(rate: SampleRate, seconds: Int) -> [UInt8] {
-        var rng = SplitMix(seed: UInt64(rate.hertz))
+        var rng = SeededRandom(seed: UInt64(rate.hertz))
         let n = rate.hertz * seconds
         var samples = [Int16](repeating: 0, count: n)
         for i in 0..<n {
@@ -244,18 +244,6 @@ public enum Bench {
     }
 
     private static func f(_ v: Double) -> String { String(format: "%.1f", v) }
-}
-
-struct SplitMix {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
 }
 
 final class LockedFlag: @unchecked Sendable {

@@ -2,6 +2,7 @@
 import asyncio
 import base64
 import json
+import socket
 import time
 
 import numpy as np
@@ -254,8 +255,19 @@ def test_a_stalled_reader_does_not_disturb_another(server):
     meeting = f"https://meet.example/slow/{time.time()}"
     s, f = (new_call(server, platform="discord", meeting=meeting) for _ in range(2))
 
+    def dropped():
+        m = api(server, "GET", "/metrics").text
+        return float([l for l in m.splitlines() if l.startswith("chamade_frames_dropped_total")][0].split()[1])
+
+    before = dropped()
+
     async def go():
-        slow = await websockets.connect(ws_url(server, s), max_size=None, max_queue=1)
+        # A client that stops reading, with a small receive buffer so the backlog reaches the server
+        # within the test rather than filling megabytes of loopback buffers first.
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", server.port))
+        slow = await websockets.connect(ws_url(server, s), max_size=None, max_queue=1, sock=sock)
         await slow.send(json.dumps({"type": "audio_config", "receive": True}))
         fast = await open_ws(server, f, receive=True)
         frames, times = await collect(fast, 4.0, frame_bytes=1920)  # `slow` never reads meanwhile
@@ -265,6 +277,8 @@ def test_a_stalled_reader_does_not_disturb_another(server):
         await slow.close()
         await fast.close()
     run(go())
+    # The stalled reader's losses are counted (oldest first, in the engine's outbound queue).
+    assert dropped() > before
 
 
 def test_chat_typing_and_transcript_events(server):
