@@ -163,6 +163,8 @@ final class CallStore: Sendable {
 
     /// The call `id` if it belongs to `apiKey` (another key's call is "not found").
     func call(_ id: String, apiKey: String) throws(APIError) -> Call {
+        // Exact retention whatever the housekeeping period: what has expired is forgotten first.
+        forgetExpired()
         guard let call = state.withLockedValue({ $0.calls[id] }), call.apiKey == apiKey else { throw APIError.notFound() }
         return call
     }
