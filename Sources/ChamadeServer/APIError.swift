@@ -63,7 +63,17 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             throw error
         } catch let error as HTTPError {
             switch error.status {
-            case .notFound: throw APIError.notFound("no such path: \(request.method) \(request.uri.path)")
+            case .notFound:
+                // A path that exists with other methods is 405 with `Allow`, not 404 (SPEC §9).
+                let allowed = RouteTable.methods(for: request.uri.path)
+                guard allowed.isEmpty else {
+                    var response = try APIError(
+                        .methodNotAllowed, "method_not_allowed", "\(request.method) is not allowed on \(request.uri.path)"
+                    ).response(from: request, context: context)
+                    response.headers[.allow] = allowed.joined(separator: ", ")
+                    return response
+                }
+                throw APIError.notFound("no such path: \(request.method) \(request.uri.path)")
             case .methodNotAllowed:
                 throw APIError(.methodNotAllowed, "method_not_allowed", "\(request.method) is not allowed on \(request.uri.path)")
             case .contentTooLarge: throw APIError.bodyTooLarge
@@ -73,5 +83,26 @@ struct APIErrorMiddleware<Context: RequestContext>: RouterMiddleware {
             context.logger.error("internal error", metadata: ["error": "\(String(reflecting: error))"])
             throw APIError(.internalServerError, "internal", "an internal error occurred; it has been logged")
         }
+    }
+}
+
+/// The API's paths and their methods, to tell "no such path" (404) from "not with this method"
+/// (405 with `Allow`). Kept beside the controllers' routes; the router tests check they agree.
+enum RouteTable {
+    static let routes: [(pattern: [Substring], methods: [String])] = [
+        ("/api/call", ["POST"]), ("/api/calls", ["GET"]), ("/api/call/:id", ["GET", "DELETE"]),
+        ("/api/call/:id/chat", ["POST"]), ("/api/call/:id/say", ["POST"]), ("/api/call/:id/stop-speaking", ["POST"]),
+        ("/api/call/:id/dtmf", ["POST"]), ("/api/call/:id/typing", ["POST"]), ("/api/call/:id/accept", ["POST"]),
+        ("/api/call/:id/refuse", ["POST"]), ("/api/call/:id/stream", ["GET"]), ("/api/account", ["GET"]),
+        ("/api/voice-configs", ["GET"]), ("/api/events", ["GET"]), ("/healthz", ["GET"]), ("/metrics", ["GET"]),
+        ("/openapi.json", ["GET"]),
+    ].map { (pattern: $0.0.split(separator: "/"), methods: $0.1) }
+
+    static func methods(for path: String) -> [String] {
+        let parts = path.split(separator: "/")
+        for route in routes where route.pattern.count == parts.count {
+            if zip(route.pattern, parts).allSatisfy({ $0.hasPrefix(":") || $0 == $1 }) { return route.methods }
+        }
+        return []
     }
 }

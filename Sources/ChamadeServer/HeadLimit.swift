@@ -49,7 +49,8 @@ final class HeadLimitHandler: ChannelInboundHandler, RemovableChannelHandler, @u
                     i += n
                     phase = remaining - n == 0 ? .head(count: 0, tail: 0, lines: []) : .body(remaining: remaining - n)
                 case .head(var count, var tail, var lines):
-                    while i < bytes.count {
+                    var complete = false
+                    while i < bytes.count && !complete {
                         let b = bytes[i]
                         i += 1
                         count += 1
@@ -63,10 +64,10 @@ final class HeadLimitHandler: ChannelInboundHandler, RemovableChannelHandler, @u
                         }
                         if tail == 0x0D0A_0D0A {
                             phase = Self.next(afterHead: lines)
-                            break
+                            complete = true
                         }
                     }
-                    if case .head = phase { phase = .head(count: count, tail: tail, lines: lines) }
+                    if !complete { phase = .head(count: count, tail: tail, lines: lines) }
                 }
             }
         }

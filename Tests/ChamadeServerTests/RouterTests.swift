@@ -368,3 +368,33 @@ struct RouterTests {
         #expect(throws: APIError.callEnded) { try server.endCall(id: call.callID, apiKey: Self.key) }
     }
 }
+
+/// The OpenAPI document and the routes agree: every documented method of every path is routed,
+/// and every other method gets 405 with an `Allow` header listing the documented ones.
+@Suite("OpenAPI document against the router")
+struct OpenAPIRoutesTests {
+    @Test func everyPathAnswersItsMethodsAnd405Otherwise() async throws {
+        let server = RouterTests.makeServer()
+        try await Application(router: server.makeRouter()).test(.router) { client in
+            let doc = try await client.execute(uri: "/openapi.json", method: .get) { RouterTests.json($0) }
+            let paths = try #require(doc["paths"] as? [String: [String: Any]])
+            #expect(paths.count >= 17)
+            let verbs: [HTTPRequest.Method] = [.get, .post, .delete, .put, .patch]
+            for (path, operations) in paths {
+                let documented = Set(operations.keys.map { $0.uppercased() }).intersection(verbs.map(\.rawValue))
+                let uri = path.replacingOccurrences(of: "{id}", with: "call_nope")
+                for verb in verbs {
+                    try await client.execute(uri: uri, method: verb, headers: RouterTests.headers()) { r in
+                        if documented.contains(verb.rawValue) {
+                            #expect(r.status != .methodNotAllowed, "\(verb) \(path)")
+                        } else {
+                            #expect(r.status == .methodNotAllowed, "\(verb) \(path)")
+                            let allow = Set((r.headers[.allow] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) })
+                            #expect(allow == documented, "\(verb) \(path)")
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

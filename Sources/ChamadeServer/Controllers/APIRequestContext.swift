@@ -46,7 +46,8 @@ struct AuthenticationMiddleware: RouterMiddleware {
 /// Reads a JSON body into `T`: 413 beyond 1 MiB, `invalid_json` when it is not a JSON object, and
 /// a field of the wrong type gets the code `codeForField` gives it. An empty body reads as `{}`.
 func decodeBody<T: Decodable>(
-    _ type: T.Type, from request: Request, context: APIRequestContext, codeForField: (String) -> String
+    _ type: T.Type, from request: Request, context: APIRequestContext, fields: [String],
+    codeForField: (String) -> String
 ) async throws -> T {
     var request = request
     let buffer: ByteBuffer
@@ -56,8 +57,12 @@ func decodeBody<T: Decodable>(
         throw APIError.bodyTooLarge
     }
     let data = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)
-    guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+    guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
         throw APIError.badRequest("invalid_json", "the body must be a JSON object")
+    }
+    // A known field set to null is a wrong type, not an absent field (unknown fields stay ignored).
+    for field in fields where object[field] is NSNull {
+        throw APIError.badRequest(codeForField(field), "\"\(field)\" must not be null")
     }
     do {
         return try JSONDecoder().decode(T.self, from: data)

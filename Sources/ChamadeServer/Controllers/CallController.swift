@@ -23,7 +23,9 @@ struct CallController {
 
     @Sendable func create(_ request: Request, context: APIRequestContext) async throws -> CallObject {
         let body = try await decodeBody(
-            CreateCallRequest.self, from: request, context: context, codeForField: CreateCallRequest.code(forField:))
+            CreateCallRequest.self, from: request, context: context,
+            fields: ["platform", "meeting_url", "agent_name", "transcripts", "stt_voice_config_id", "tts_voice_config_id"],
+            codeForField: CreateCallRequest.code(forField:))
         guard let name = body.platform, let platform = Platform(rawValue: name) else {
             throw APIError.badRequest(
                 "invalid_platform",
@@ -75,7 +77,8 @@ struct CallController {
 
     @Sendable func chat(_ request: Request, context: APIRequestContext) async throws -> OK {
         let call = try liveCall(context)
-        let body = try await decodeBody(ChatRequest.self, from: request, context: context, codeForField: ChatRequest.code)
+        let body = try await decodeBody(
+            ChatRequest.self, from: request, context: context, fields: ["text", "sender_name"], codeForField: ChatRequest.code)
         guard let text = body.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
             throw APIError.badRequest("invalid_text", "text must be 1 to 10,000 characters")
         }
@@ -87,7 +90,8 @@ struct CallController {
 
     @Sendable func say(_ request: Request, context: APIRequestContext) async throws -> Response {
         _ = try liveCall(context)
-        let body = try await decodeBody(SayRequest.self, from: request, context: context, codeForField: SayRequest.code)
+        let body = try await decodeBody(
+            SayRequest.self, from: request, context: context, fields: ["text"], codeForField: SayRequest.code)
         guard let text = body.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
             throw APIError.badRequest("invalid_text", "text must be 1 to 10,000 characters")
         }
@@ -102,7 +106,8 @@ struct CallController {
 
     @Sendable func dtmf(_ request: Request, context: APIRequestContext) async throws -> Response {
         _ = try liveCall(context)
-        let body = try await decodeBody(DTMFRequest.self, from: request, context: context, codeForField: DTMFRequest.code)
+        let body = try await decodeBody(
+            DTMFRequest.self, from: request, context: context, fields: ["digits"], codeForField: DTMFRequest.code)
         guard let digits = body.digits, DTMF.isValid(digits) else {
             throw APIError.badRequest("invalid_dtmf", "digits must be 1 to 64 of 0-9 * # A-D")
         }
