@@ -4,6 +4,7 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 
 import httpx
@@ -21,19 +22,50 @@ class Server:
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.lines = []
+        # What httpx checks the server's certificate with (an ssl.SSLContext under TLS, see test_tls.py).
+        self.verify = True
         deadline = time.time() + 30
         while time.time() < deadline:
             line = self.proc.stdout.readline()
             if not line:
                 break
             self.lines.append(line.rstrip("\n"))
-            if line.startswith("listening on http://"):
+            if line.startswith(("listening on http://", "listening on https://")):
                 self.base = line.split()[-1]
                 self.port = int(self.base.rsplit(":", 1)[1])
-                self.ws = self.base.replace("http://", "ws://")
+                self.tls = self.base.startswith("https://")
+                self.ws = ("wss://" + self.base[len("https://"):]) if self.tls else self.base.replace("http://", "ws://")
+                # Keep reading its output so a chatty server never blocks on a full pipe.
+                threading.Thread(target=self._drain, daemon=True).start()
                 return
         self.proc.kill()
         raise RuntimeError("server did not start: " + "\n".join(self.lines))
+
+    def _drain(self):
+        for line in self.proc.stdout:
+            if len(self.lines) < 10000:
+                self.lines.append(line.rstrip("\n"))
+
+    # The server process's footprint, from /proc (Linux).
+    def rss_mb(self):
+        with open(f"/proc/{self.proc.pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def threads(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/task"))
+
+    def fds(self):
+        return len(os.listdir(f"/proc/{self.proc.pid}/fd"))
+
+    def metric(self, name, key=None):
+        """The sum of every sample of one metric family on /metrics (None when the server has none)."""
+        text = api(self, "GET", "/metrics", key=key or KEY1).text
+        values = [float(l.split()[-1]) for l in text.splitlines()
+                  if l.startswith(name) and l[len(name):len(name) + 1] in (" ", "{")]
+        return sum(values) if values else None
 
     def stop(self, sig=signal.SIGTERM, timeout=10):
         if self.proc.poll() is None:
@@ -57,7 +89,8 @@ def api(server, method, path, key=KEY1, **kw):
     headers = kw.pop("headers", {})
     if key is not None:
         headers["X-API-Key"] = key
-    return httpx.request(method, server.base + path, headers=headers, timeout=10, **kw)
+    return httpx.request(method, server.base + path, headers=headers, timeout=10,
+                         verify=getattr(server, "verify", True), **kw)
 
 
 _meeting = [0]

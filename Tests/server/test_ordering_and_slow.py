@@ -10,40 +10,53 @@ import numpy as np
 import pytest
 import websockets
 
-from conftest import Server, KEY1, KEY2, api, new_call, recv_json, run
+from conftest import Server, KEY1, KEY2, new_call, recv_json, run
 from test_websocket import collect, open_ws, sine, ws_url
 
 FRAME_BYTES = {8000: 320, 16000: 640, 24000: 960, 48000: 1920}
 
 
 def test_audio_config_answer_precedes_frames_at_the_new_rate(server):
+    """80 rate switches while a talker streams, each sent at a different offset after a frame (so
+    some land just before a tick): before the answer only frames of the old size, after it only
+    frames of the new size."""
     meeting = f"https://meet.example/order/{time.time()}"
     t, l = (new_call(server, platform="discord", meeting=meeting) for _ in range(2))
+    rates = [16000, 48000, 24000, 8000]
+    offsets = [0.0, 0.005, 0.010, 0.015, 0.017, 0.019]
 
     async def go():
         wt = await open_ws(server, t)
         wl = await open_ws(server, l, rate=48000, receive=True)
-        await wt.send(sine(700, 48000, 8.0, dbfs=-20).tobytes())
-        await collect(wl, 0.2)
-        rate = 48000
-        for new in [16000, 48000, 24000, 8000, 48000, 16000, 8000, 24000, 48000, 16000, 48000]:
+        await wt.send(sine(700, 48000, 30.0, dbfs=-20).tobytes())
+        rate, after_counts = 48000, []
+        for i in range(80):
+            new = rates[i % 4] if rates[i % 4] != rate else rates[(i + 1) % 4]
+            while not isinstance(await asyncio.wait_for(wl.recv(), 2), bytes):
+                pass
+            if offsets[i % len(offsets)]:
+                await asyncio.sleep(offsets[i % len(offsets)])
             await wl.send(json.dumps({"type": "audio_config", "sample_rate": new}))
             # Until the answer: frames of the old size only.
             while True:
                 m = await asyncio.wait_for(wl.recv(), 2)
                 if isinstance(m, bytes):
-                    assert len(m) == FRAME_BYTES[rate], f"{len(m)}-byte frame before the answer to {rate} -> {new}"
+                    assert len(m) == FRAME_BYTES[rate], f"switch {i}: a {len(m)}-byte frame before the answer to {rate} -> {new}"
                     continue
                 o = json.loads(m)
                 if o["type"] == "audio_config":
                     assert o["sample_rate"] == new and o["frame_bytes"] == FRAME_BYTES[new], o
                     break
-            # After it: the new size only, and frames keep coming.
-            frames, _ = await collect(wl, 0.25)
+            # After it: the new size only.
+            frames, _ = await collect(wl, 0.05)
             sizes = [len(f) for f in frames]
-            assert sizes and set(sizes) == {FRAME_BYTES[new]}, f"after the answer to {rate} -> {new}: sizes {sizes}"
-            assert len(sizes) >= 6, len(sizes)
+            assert set(sizes) <= {FRAME_BYTES[new]}, f"switch {i}: after the answer to {rate} -> {new}: sizes {sizes}"
+            after_counts.append(len(sizes))
             rate = new
+        # Frames kept flowing after the switches (the test is not passing on silence of the socket).
+        assert sum(after_counts) >= 80, after_counts
+        frames, _ = await collect(wl, 0.3)
+        assert len(frames) >= 10 and {len(f) for f in frames} == {FRAME_BYTES[rate]}
         await wt.close()
         await wl.close()
     run(go())
@@ -140,8 +153,11 @@ def test_slow_reader_recovers_and_others_are_undisturbed(slow_server):
         b2 = await reader(wb, resume + READ2)
         c_got = await c_task
         await talk
-        for w in (wa, wb, wc):
-            await w.close()
+        await wa.close()
+        # B and C hold unread frames, so their libraries read nothing more (a close handshake would
+        # wait for its timeout): drop them.
+        for w in (wb, wc):
+            w.transport.abort()
         return t0, resume, b1, b2, c_got
 
     t0, resume, b1, b2, c_got = run(go(), timeout=40)
