@@ -77,6 +77,15 @@ final class RoomCore: @unchecked Sendable {
     var sharedNativeTick: UInt64 = 0
     var totalFloatTick: UInt64 = 0
 
+    /// Set by I/O threads after anything that may need the tick (audio pushed, a mark, a clear, the
+    /// receive flag, a command: `wake()`); taken by the tick. A quiet room (see `quiet`) skips its
+    /// ticks until it is set, so it costs one load per tick instead of a pass over its participants
+    /// (measured: that pass is cache misses on every participant's state and rings, ≈ 0.45 µs each).
+    let wakeRequested = Atomic<Bool>(true)
+    /// The last tick found nothing to do and nothing in flight: no talker, no receiver, no converter
+    /// draining, every stream ended (no underrun debt), no pending mark, no command.
+    var quiet = false
+
     /// Ticks run; stamps outbound blocks (read by I/O threads to skip stale blocks).
     var tickIndex: UInt64 = 0
     let publishedTick = Atomic<UInt64>(0)
@@ -134,7 +143,18 @@ final class RoomCore: @unchecked Sendable {
     /// Sends a command to the tick. Any thread; never called by the tick. Returns false if the
     /// command ring is full (cannot happen within capacity: joins are admitted against it).
     func send(_ command: RoomCommand) -> Bool {
-        commandProducer.withLock { $0.push(command) }
+        let sent = commandProducer.withLock { $0.push(command) }
+        wake()
+        return sent
+    }
+
+    /// Tells the tick that the room may have work (call after the ring write it concerns). Any
+    /// thread; never blocks.
+    func wake() {
+        // ORDERING: release, after the caller's ring write: a tick that takes the flag (acquire
+        // exchange) sees that write. A store always, never load-then-store: a skipped store could
+        // race with the tick clearing the flag and leave the write unseen by a sleeping room.
+        wakeRequested.store(true, ordering: .releasing)
     }
 
     /// Releases everything the room holds once its shard has retired it (no tick will run it again):
@@ -178,6 +198,13 @@ final class RoomCore: @unchecked Sendable {
         publishedTick.store(tickIndex, ordering: .relaxed)
         converterCallsThisTick = 0
         guard slotCount > 0 || groupCount > 0 else { return }
+        // ORDERING: relaxed peek; the exchange below is the acquire that pairs with `wake()`.
+        if wakeRequested.load(ordering: .relaxed) {
+            _ = wakeRequested.exchange(false, ordering: .acquiring)
+        } else if quiet {
+            return
+        }
+        var busy = false
 
         if totalDirty {
             total.baseAddress!.update(repeating: 0, count: total.count)
@@ -190,6 +217,9 @@ final class RoomCore: @unchecked Sendable {
         for i in 0..<slotCount {
             slots[i]._withUnsafeGuaranteedRef { s in
                 takeInput(s, events: &events)
+                if s.talking || s.receivingThisTick || s.emptyTicks < 2 || s.underrunDebt > 0 || s.pendingMark != nil {
+                    busy = true
+                }
                 if let groupRef = s.group {
                     groupRef._withUnsafeGuaranteedRef { g in
                         if s.receivingThisTick { g.receiveTick = tickIndex }
@@ -239,6 +269,9 @@ final class RoomCore: @unchecked Sendable {
         }
         // ORDERING: relaxed; a statistic.
         converterCalls.wrappingAdd(converterCallsThisTick, ordering: .relaxed)
+        // Quiet: the next ticks would change nothing (every counter is saturated, every converter
+        // drained or idle), so they are skipped until an I/O thread or a command wakes the room.
+        quiet = !busy && upActiveCount == 0 && !nativeTalked
     }
 
     private func applyCommands(events: inout EventSink) {

@@ -353,3 +353,49 @@ struct SilenceCostTests {
         #expect(perTick[0] == perTick[1], "\(perTick)")
     }
 }
+
+@Suite("Quiet rooms")
+struct QuietRoomTests {
+    /// A room with no talker and no receiver skips its ticks (it costs one load), and wakes for
+    /// anything an I/O thread does: audio, the receive flag, a mark, a clear, a rate change.
+    @Test func aQuietRoomWakesForEverything() throws {
+        let (engine, log) = virtualEngine()
+        let room = try engine.createRoom(nativeRate: .hz48000)
+        let a = try room.join(rate: .hz16000, receiving: false)
+        let b = try room.join(rate: .hz16000, receiving: false)
+        for _ in 0..<20 { engine.tick() }
+        #expect(a.pullAll().isEmpty && b.pullAll().isEmpty)
+        b.setReceiving(true)
+        let tone = Signal.sine(frequency: 500, dBFS: -6, sampleRate: 16000, count: 10 * 320)
+        a.push(samples: tone)
+        let m = a.mark()
+        var heard: [Int16] = []
+        for _ in 0..<12 {
+            engine.tick()
+            heard += b.pullAll()
+        }
+        #expect(same(heard, tone + [Int16](repeating: 0, count: 2 * 320)))
+        engine.drainEvents()
+        #expect(log.take().contains(.markPlayed(a.id, mark: m.id)))
+        // Quiet again (nobody receives, nobody talks), then a clear and a rate change are served.
+        b.setReceiving(false)
+        for _ in 0..<20 { engine.tick() }
+        a.push(samples: tone)
+        for _ in 0..<20 { engine.tick() }
+        a.push(samples: tone)
+        let request = a.requestClear()
+        engine.tick()
+        engine.drainEvents()
+        #expect(log.take().contains { if case .cleared(a.id, _, _, request) = $0 { true } else { false } })
+        #expect(try b.setSampleRate(.hz24000))
+        b.setReceiving(true)
+        a.push(samples: tone)
+        var later: [Int16] = []
+        for _ in 0..<12 {
+            engine.tick()
+            later += b.pullAll()
+        }
+        #expect(later.count == 12 * 480)
+        #expect(Analysis.rms(later) > 1000)
+    }
+}
