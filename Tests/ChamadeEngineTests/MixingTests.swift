@@ -399,3 +399,51 @@ struct QuietRoomTests {
         #expect(Analysis.rms(later) > 1000)
     }
 }
+
+@Suite("Rate group churn")
+struct RateGroupChurnTests {
+    /// A talker changing rate every tick leaves a draining group behind each time; the table fills
+    /// and an empty group is retired early. Nothing breaks: a listener keeps hearing it, and once it
+    /// settles the room is back to two conversions per tick and everything is freed on leaving.
+    @Test func rateChangesEveryTickFillTheGroupTable() throws {
+        let (engine, _) = virtualEngine()
+        let room = try engine.createRoom(nativeRate: .hz48000, capacity: 2)
+        let talker = try room.join(rate: .hz16000)
+        let listener = try room.join(rate: .hz48000)
+        engine.tick()
+        let rates = try [8000, 11000, 12000, 16000, 22050, 24000, 32000, 44100, 8050, 9000, 10000, 12500, 14000]
+            .map { try SampleRate(hertz: $0) }
+        var heard: [Int16] = []
+        for (t, rate) in (rates + rates).enumerated() {
+            try talker.setSampleRate(rate)
+            talker.push(samples: speechLike(rate: rate.hertz, count: rate.blockSampleCount, seed: UInt64(t)))
+            engine.tick()
+            engine.drainEvents()
+            heard += listener.pullAll()
+            _ = talker.pullAll()
+        }
+        #expect(heard.count == (2 * rates.count + 1) * 960)
+        #expect(Analysis.rms(Array(heard[960...])) > 500)
+        try talker.setSampleRate(.hz16000)
+        let before = room.converterCallCount
+        for _ in 0..<20 {
+            talker.push(samples: speechLike(rate: 16000, count: 320))
+            engine.tick()
+            engine.drainEvents()
+            _ = listener.pullAll()
+        }
+        // The 16 kHz group's up-conversion only (nobody outside it talks, nobody else is at 16 kHz),
+        // once the other groups have drained.
+        #expect((room.converterCallCount - before) <= 20 + 12 * 5, "\(room.converterCallCount - before)")
+        let settled = room.converterCallCount
+        for _ in 0..<10 {
+            talker.push(samples: speechLike(rate: 16000, count: 320))
+            engine.tick()
+        }
+        #expect(room.converterCallCount - settled == 10)
+        talker.leave()
+        listener.leave()
+        for _ in 0..<10 { engine.tick() }
+        engine.drainEvents()
+    }
+}
