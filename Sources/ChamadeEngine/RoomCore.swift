@@ -361,8 +361,10 @@ final class RoomCore: @unchecked Sendable {
             reportMarks(state, upTo: Int.max, events: &events)
             // The group stays while its up-converter drains what this participant said last, so
             // the others hear its final words fade out through the filter, not cut.
-            state.group?._withUnsafeGuaranteedRef { $0.memberCount -= 1 }
-            state.group = nil
+            if let group = state.group {
+                group._withUnsafeGuaranteedRef { $0.memberCount -= 1 }
+                state.group = nil
+            }
         }
         slotCount -= 1
         slots[index] = slots[slotCount]
