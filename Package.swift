@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "ChamadeDSP", targets: ["ChamadeDSP"]),
         .library(name: "ChamadeAudioFile", targets: ["ChamadeAudioFile"]),
         .library(name: "ChamadeTools", targets: ["ChamadeTools"]),
+        .library(name: "ChamadeServer", targets: ["ChamadeServer"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -29,6 +30,7 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
         .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
+        .package(url: "https://github.com/apple/swift-nio-ssl", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
@@ -68,8 +70,12 @@ let package = Package(
         .target(
             name: "ChamadeServer",
             dependencies: [
-                "ChamadeEngine", "ChamadeCore",
+                "ChamadeEngine", "ChamadeCore", "CChamadeShims",
                 .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "HummingbirdWebSocket", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -82,6 +88,8 @@ let package = Package(
                 .product(name: "CoreMetrics", package: "swift-metrics"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
             ],
+            // The OpenAPI document is the source of truth for the API and is served as it is.
+            resources: [.copy("Resources/openapi.json")],
             swiftSettings: swiftSettings),
         .target(
             name: "ChamadeLoadTest",
@@ -101,7 +109,7 @@ let package = Package(
         .executableTarget(
             name: "chamade",
             dependencies: [
-                "ChamadeTools", "ChamadeServer", "ChamadeLoadTest", "CChamadeMallocCounter",
+                "ChamadeTools", "ChamadeServer", "ChamadeEngine", "ChamadeLoadTest", "CChamadeMallocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],
@@ -118,7 +126,8 @@ let package = Package(
         .testTarget(
             name: "ChamadeServerTests",
             dependencies: [
-                "ChamadeServer",
+                "ChamadeServer", "ChamadeEngine",
+                .product(name: "HummingbirdTesting", package: "hummingbird"),
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -33,6 +33,9 @@ final class ClockShard: @unchecked Sendable {
     let eventRing: SPSCRing<EngineEvent>
     var events: EventSink
     var eventConsumer: SPSCRing<EngineEvent>.Consumer
+    /// Participants that got a fresh block, in tick order; drained by one delivery thread.
+    let readyRing: SPSCRing<ParticipantID>
+    let readyConsumer: Locked<SPSCRing<ParticipantID>.Consumer>
     /// Per-tick processing time in nanoseconds, for `Engine.drainTickTimes` (bench); a full ring
     /// simply stops recording.
     let tickTimeRing: SPSCRing<Int64>
@@ -43,12 +46,13 @@ final class ClockShard: @unchecked Sendable {
     /// Monotonic time of the last wake-up (0 before the first): the clock's heartbeat.
     let lastWake = Atomic<Int64>(0)
     /// Posted after every tick, for a delivery thread that sends the new blocks at once.
-    var tickSignal: TickSignal?
+    let tickSignal: TickSignal
     var schedule: TickSchedule
     let running = Atomic<Bool>(false)
 
-    init(index: Int, roomCapacity: Int) {
+    init(index: Int, roomCapacity: Int, tickSignal: TickSignal) {
         self.index = index
+        self.tickSignal = tickSignal
         self.roomCapacity = roomCapacity
         rooms = .allocate(capacity: roomCapacity)
         commands = SPSCRing(capacity: 2 * roomCapacity + 16)
@@ -58,8 +62,10 @@ final class ClockShard: @unchecked Sendable {
         retireProducer = retired.takeProducer()
         retireConsumer = retired.takeConsumer()
         eventRing = SPSCRing(capacity: 65536, prefault: true)
-        events = EventSink(producer: eventRing.takeProducer())
+        readyRing = SPSCRing(capacity: Self.readyCapacity, prefault: true)
+        events = EventSink(producer: eventRing.takeProducer(), readyProducer: readyRing.takeProducer())
         eventConsumer = eventRing.takeConsumer()
+        readyConsumer = Locked(readyRing.takeConsumer())
         tickTimeRing = SPSCRing(capacity: 1 << 16, prefault: true)
         tickTimeProducer = tickTimeRing.takeProducer()
         tickTimeConsumer = tickTimeRing.takeConsumer()
@@ -74,6 +80,9 @@ final class ClockShard: @unchecked Sendable {
         }
         rooms.deallocate()
     }
+
+    /// Ready entries a shard can hold between two drains: a tick of a full shard's receivers, twice.
+    static let readyCapacity = 1 << 15
 
     func send(_ command: ShardCommand) -> Bool { commandProducer.withLock { $0.push(command) } }
 
@@ -130,7 +139,7 @@ final class ClockShard: @unchecked Sendable {
             // ORDERING: relaxed; a heartbeat read by health checks.
             lastWake.store(MonotonicClock.now(), ordering: .relaxed)
             tickRooms()
-            tickSignal?.post()
+            tickSignal.post()
             let now = MonotonicClock.now()
             if schedule.end(now: now) {
                 telemetry.late.wrappingAdd(1, ordering: .relaxed)

@@ -60,6 +60,8 @@ public final class Engine: Sendable {
         var threads: [pthread_t] = []
     }
     let registry = Locked(Registry())
+    /// Observers of events besides `onEvent` (a server over an engine its embedder made).
+    let observers = Locked<[UInt64: @Sendable (EngineEvent) -> Void]>([:])
     /// Serialises housekeeping passes (event delivery, freeing): never taken by a tick.
     let housekeeping = Locked(())
     let housekeepingRunning = Atomic<Bool>(false)
@@ -71,8 +73,10 @@ public final class Engine: Sendable {
     public init(configuration: Configuration = Configuration(), onEvent: @escaping @Sendable (EngineEvent) -> Void = { _ in }) {
         self.configuration = configuration
         self.onEvent = onEvent
-        self.shards = (0..<configuration.shardCount).map { ClockShard(index: $0, roomCapacity: configuration.roomsPerShard) }
-        for shard in shards { shard.tickSignal = tickSignal }
+        let signal = tickSignal
+        self.shards = (0..<configuration.shardCount).map {
+            ClockShard(index: $0, roomCapacity: configuration.roomsPerShard, tickSignal: signal)
+        }
     }
 
     /// Whether every clock shard has woken within the last 100 ms (real-time clock).
@@ -171,16 +175,31 @@ public final class Engine: Sendable {
         for shard in shards { shard.tickRooms() }
     }
 
+    /// Adds `observer`, called with every event after `onEvent`, on the thread that delivers
+    /// events (housekeeping, or the caller of `drainEvents()`). Returns a token for
+    /// `removeEventObserver`. Lets a server observe an engine that its embedder created.
+    public func addEventObserver(_ observer: @escaping @Sendable (EngineEvent) -> Void) -> UInt64 {
+        let token = ids.wrappingAdd(1, ordering: .relaxed).newValue
+        observers.withLock { $0[token] = observer }
+        return token
+    }
+
+    public func removeEventObserver(_ token: UInt64) {
+        _ = observers.withLock { $0.removeValue(forKey: token) }
+    }
+
     /// Delivers pending events to `onEvent` and frees what ticks retired. Not real-time; called by
     /// the housekeeping thread, or by the caller with the virtual clock. Returns events delivered.
     @discardableResult
     public func drainEvents() -> Int {
         let rooms = self.rooms
+        let observers = self.observers.withLock { Array($0.values) }
         return housekeeping.withLock { _ in
             var delivered = 0
             for shard in shards {
                 while let event = shard.eventConsumer.pop() {
                     onEvent(event)
+                    for o in observers { o(event) }
                     delivered += 1
                 }
                 while let room = shard.retireConsumer.pop() {
@@ -190,6 +209,18 @@ public final class Engine: Sendable {
             }
             for room in rooms { room.core.drainRetired() }
             return delivered
+        }
+    }
+
+    /// Hands `body` every participant that got a fresh block of mix-minus since the last call, in
+    /// tick order per shard (a participant appears once per block). Meant for one delivery thread,
+    /// woken by `tickSignal`, that moves blocks to the network: it visits only the participants with
+    /// work, never every participant. Not real-time (takes a lock the clock never takes).
+    public func drainReadyParticipants(_ body: (ParticipantID) -> Void) {
+        for shard in shards {
+            shard.readyConsumer.withLock { consumer in
+                while let id = consumer.pop() { body(id) }
+            }
         }
     }
 

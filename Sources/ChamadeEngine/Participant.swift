@@ -5,43 +5,64 @@ import Synchronization
 /// One participant of a room, as its I/O side sees it: push audio in, pull its mix-minus out,
 /// place marks, ask for a clear (barge-in), change rate, leave.
 ///
-/// Threading: every method may be called from any thread. The I/O-side ring ends are kept behind
-/// a mutex that only I/O threads take (never the clock), so the tick is never blocked by it.
-/// Not real-time safe (it may allocate on a rate change); cheap enough per chunk.
+/// Threading: every method may be called from any thread. The two directions have separate owners:
+/// the inbound ends (decoder, playout and mark producers) sit behind one mutex, the outbound end
+/// (mix-minus consumer) behind another, so a reader pulling blocks never waits for a writer pushing
+/// chunks and vice versa. Neither mutex is ever taken by the clock. A rate change builds its new
+/// state (rings, converters) before it takes either. Not real-time safe (a rate change allocates);
+/// cheap enough per chunk.
 public final class Participant: Sendable {
     public let id: ParticipantID
     public let room: Room
 
-    /// The I/O ends of the current tick-side state's rings. A class so that leaving can drop it whole:
-    /// the rings (60 s of playout queue, 5.8 MB at 48 kHz) must not outlive the participant's time
-    /// in the room, even if the handle is kept (a server keeps ended calls for status queries).
-    final class IOEnds {
-        // Used only under the participant's lock.
+    /// The I/O ends of the inbound rings of the current tick-side state. A class so that leaving can
+    /// drop it whole: the playout ring (60 s, 5.8 MB at 48 kHz) must not outlive the participant's
+    /// time in the room, even if the handle is kept.
+    final class InboundEnds {
+        // Used only under the participant's inbound lock.
         let state: ParticipantState
         var decoder = PCMStreamDecoder()
         var inProducer: SPSCRing<Int16>.Producer
         var markProducer: SPSCRing<MarkRecord>.Producer
-        var outConsumer: BlockRing.Consumer
 
         init(_ state: ParticipantState) {
             self.state = state
             inProducer = state.inbound.takeProducer()
             markProducer = state.marks.takeProducer()
+        }
+    }
+
+    /// The I/O end of the outbound ring of the current tick-side state.
+    final class OutboundEnd {
+        // Used only under the participant's outbound lock.
+        let state: ParticipantState
+        var outConsumer: BlockRing.Consumer
+
+        init(_ state: ParticipantState) {
+            self.state = state
             outConsumer = state.outbound.takeConsumer()
         }
     }
 
-    struct IOSide {
+    struct InboundSide {
         /// nil once the participant has left.
-        var ends: IOEnds?
-        var rate: SampleRate
+        var ends: InboundEnds?
         var nextMarkID: UInt64 = 1
-        /// The tick-side counters, frozen when the participant leaves.
+    }
+
+    struct OutboundSide {
+        /// nil once the participant has left.
+        var end: OutboundEnd?
+        var rate: SampleRate
+        /// The tick-side counters of states already replaced or left.
         var finalRefused = 0
         var finalQueued = 0
     }
 
-    let io: Locked<IOSide>
+    let inbound: Locked<InboundSide>
+    let outbound: Locked<OutboundSide>
+    /// Serialises rate changes and leaving (I/O threads only).
+    let lifecycle = Locked(())
     /// Samples refused because the playout queue was full (SPEC: `playout_overflow`).
     let overflowSamples = Atomic<Int>(0)
     /// Outbound blocks discarded by the reader because they were older than the limit (slow consumer).
@@ -55,16 +76,17 @@ public final class Participant: Sendable {
     init(id: ParticipantID, room: Room, state: ParticipantState) {
         self.id = id
         self.room = room
-        self.io = Locked(IOSide(ends: IOEnds(state), rate: state.rate))
+        self.inbound = Locked(InboundSide(ends: InboundEnds(state)))
+        self.outbound = Locked(OutboundSide(end: OutboundEnd(state), rate: state.rate))
     }
 
     /// The participant's rate (both directions).
-    public var sampleRate: SampleRate { io.withLock { $0.rate } }
+    public var sampleRate: SampleRate { outbound.withLock { $0.rate } }
 
     /// Whether it receives its mix-minus.
     public var isReceiving: Bool {
         // ORDERING: relaxed; a flag.
-        io.withLock { $0.ends?.state.receiving.load(ordering: .relaxed) ?? false }
+        outbound.withLock { $0.end?.state.receiving.load(ordering: .relaxed) ?? false }
     }
 
     /// The result of pushing a chunk.
@@ -81,8 +103,8 @@ public final class Participant: Sendable {
     public func push(_ bytes: UnsafeRawBufferPointer) -> PushResult {
         // ORDERING: relaxed; statistics.
         bytesIn.wrappingAdd(bytes.count, ordering: .relaxed)
-        let (written, dropped) = io.withLock { io in
-            guard let e = io.ends else { return (0, 0) }
+        let (written, dropped) = inbound.withLock { side in
+            guard let e = side.ends else { return (0, 0) }
             return e.decoder.decode(bytes, into: &e.inProducer)
         }
         if dropped > 0 { overflowSamples.wrappingAdd(dropped, ordering: .relaxed) }
@@ -96,7 +118,7 @@ public final class Participant: Sendable {
 
     /// Samples queued and not yet played.
     public func queuedSampleCount() -> Int {
-        io.withLock { io in io.ends.map { $0.state.inbound.writtenCount() - $0.state.inbound.readCount() } ?? 0 }
+        inbound.withLock { side in side.ends.map { $0.state.inbound.writtenCount() - $0.state.inbound.readCount() } ?? 0 }
     }
 
     /// A placed mark.
@@ -110,10 +132,10 @@ public final class Participant: Sendable {
     /// Places a mark after everything pushed so far. It is reported (`EngineEvent.markPlayed`) when
     /// that audio has been played into the room, at once by `isReached` if nothing is queued.
     public func mark() -> Mark {
-        io.withLock { io in
-            let id = io.nextMarkID
-            io.nextMarkID += 1
-            guard let e = io.ends else { return Mark(id: id, isReached: true) }
+        inbound.withLock { side in
+            let id = side.nextMarkID
+            side.nextMarkID += 1
+            guard let e = side.ends else { return Mark(id: id, isReached: true) }
             let position = e.state.inbound.writtenCount()
             if e.state.inbound.readCount() >= position { return Mark(id: id, isReached: true) }
             // A full mark queue (4096 pending) reports the mark as reached rather than lose it.
@@ -129,8 +151,8 @@ public final class Participant: Sendable {
     /// reported at once.
     @discardableResult
     public func requestClear() -> UInt64 {
-        io.withLock { io in
-            guard let e = io.ends else { return 0 }
+        inbound.withLock { side in
+            guard let e = side.ends else { return 0 }
             e.decoder.reset()
             let state = e.state
             // ORDERING: the position is stored before the release increment that publishes it.
@@ -143,7 +165,7 @@ public final class Participant: Sendable {
     /// Turns delivery of the mix-minus on or off.
     public func setReceiving(_ on: Bool) {
         // ORDERING: relaxed; the tick samples the flag once per block.
-        io.withLock { $0.ends?.state.receiving.store(on, ordering: .relaxed) }
+        outbound.withLock { $0.end?.state.receiving.store(on, ordering: .relaxed) }
         room.core.wake()
     }
 
@@ -166,8 +188,8 @@ public final class Participant: Sendable {
     private func pull(into buffer: UnsafeMutableBufferPointer<Int16>, exact: Bool) -> Int {
         let now = room.core.publishedTick.load(ordering: .relaxed)
         let minimum = now > UInt64(Self.outboundLimitBlocks) ? now - UInt64(Self.outboundLimitBlocks) : 0
-        let (count, discarded) = io.withLock { io -> (Int, Int) in
-            guard let e = io.ends else { return (0, 0) }
+        let (count, discarded) = outbound.withLock { side -> (Int, Int) in
+            guard let e = side.end else { return (0, 0) }
             let n = e.state.rate.blockSampleCount
             guard exact ? buffer.count == n : buffer.count >= n else { return (0, 0) }
             let (pulled, discarded) = e.outConsumer.pull(
@@ -182,42 +204,90 @@ public final class Participant: Sendable {
 
     /// Drops every block of mix-minus ready now; returns how many.
     @discardableResult
-    public func discardReadyBlocks() -> Int { io.withLock { $0.ends?.outConsumer.discardAll() ?? 0 } }
+    public func discardReadyBlocks() -> Int { outbound.withLock { $0.end?.outConsumer.discardAll() ?? 0 } }
 
     /// Blocks of mix-minus ready to pull.
-    public func availableBlockCount() -> Int { io.withLock { $0.ends?.outConsumer.availableBlockCount() ?? 0 } }
+    public func availableBlockCount() -> Int { outbound.withLock { $0.end?.outConsumer.availableBlockCount() ?? 0 } }
+
+    /// Takes every block of mix-minus ready now, oldest first, skipping blocks more than about a
+    /// second old (counted as dropped), and hands each to `body` with the rate it was made at.
+    /// `body` runs under the outbound lock, so what it does with the blocks (queue them on a socket)
+    /// is ordered with a rate change's `onSwitch`: no block of the old rate follows it. Returns the
+    /// number of blocks handed over.
+    @discardableResult
+    public func pullReadyBlocks(
+        into scratch: UnsafeMutableBufferPointer<Int16>, _ body: (UnsafeBufferPointer<Int16>, SampleRate) -> Void
+    ) -> Int {
+        let now = room.core.publishedTick.load(ordering: .relaxed)
+        let minimum = now > UInt64(Self.outboundLimitBlocks) ? now - UInt64(Self.outboundLimitBlocks) : 0
+        let (count, discarded) = outbound.withLock { side -> (Int, Int) in
+            guard let e = side.end else { return (0, 0) }
+            let n = e.state.rate.blockSampleCount
+            guard scratch.count >= n else { return (0, 0) }
+            let block = UnsafeMutableBufferPointer(rebasing: scratch[0..<n])
+            var count = 0
+            var discarded = 0
+            while true {
+                let (pulled, skipped) = e.outConsumer.pull(into: block, minimumStamp: minimum)
+                discarded += skipped
+                guard pulled else { break }
+                count += 1
+                body(UnsafeBufferPointer(block), side.rate)
+            }
+            return (count, discarded)
+        }
+        // ORDERING: relaxed; statistics.
+        if discarded > 0 { staleBlocks.wrappingAdd(discarded, ordering: .relaxed) }
+        if count > 0 { blocksOut.wrappingAdd(count, ordering: .relaxed) }
+        return count
+    }
 
     /// Changes the participant's rate (both directions). The same rate changes nothing and keeps
     /// the converters' state. A new rate takes effect at the next tick with new converters; audio
     /// still queued at the old rate is dropped and its pending marks are reported at once.
+    ///
+    /// The new state (rings, converters) is built before any lock a reader or writer uses is taken;
+    /// each direction then switches under its own lock. `onSwitch` runs under the outbound lock at
+    /// the moment the outbound side switches: blocks pulled before it are of the old rate, blocks
+    /// pulled after it of the new one (a server queues its `audio_config` answer there).
     /// Returns whether anything changed. Allocates (not for the tick).
     @discardableResult
-    public func setSampleRate(_ rate: SampleRate) throws(EngineError) -> Bool {
-        try io.withLock { (io: inout IOSide) throws(EngineError) -> Bool in
-            guard let old = io.ends?.state else { throw .participantLeft }
+    public func setSampleRate(_ rate: SampleRate, onSwitch: () -> Void = {}) throws(EngineError) -> Bool {
+        try lifecycle.withLock { _ throws(EngineError) -> Bool in
+            guard let old = inbound.withLock({ $0.ends?.state }) else { throw .participantLeft }
             guard rate != old.rate else { return false }
             // ORDERING: relaxed; carried over to the new state.
-            let receiving = old.receiving.load(ordering: .relaxed)
-            let state = try room.makeState(id: id, rate: rate, receiving: receiving)
+            let state = try room.makeState(id: id, rate: rate, receiving: old.receiving.load(ordering: .relaxed))
+            let inEnds = InboundEnds(state)
+            let outEnd = OutboundEnd(state)
             try room.sendReplace(old: old, new: state)
-            io.finalRefused += old.outboundRefused.load(ordering: .relaxed)
-            io.finalQueued += old.outboundQueued.load(ordering: .relaxed)
-            io.ends = IOEnds(state)
-            io.rate = rate
+            inbound.withLock { $0.ends = inEnds }
+            outbound.withLock { side in
+                side.finalRefused += old.outboundRefused.load(ordering: .relaxed)
+                side.finalQueued += old.outboundQueued.load(ordering: .relaxed)
+                side.end = outEnd
+                side.rate = rate
+                onSwitch()
+            }
             return true
         }
     }
 
     /// Leaves the room. Pending marks are reported; later pushes are ignored.
     public func leave() {
-        let state: ParticipantState? = io.withLock { io in
-            guard let state = io.ends?.state else { return nil }
-            // ORDERING: relaxed; statistics frozen at leaving.
-            io.finalRefused += state.outboundRefused.load(ordering: .relaxed)
-            io.finalQueued += state.outboundQueued.load(ordering: .relaxed)
+        let state: ParticipantState? = lifecycle.withLock { _ in
             // Drops the I/O ends and with them this handle's hold on the rings; the room frees the
             // rest once its tick has retired the state.
-            io.ends = nil
+            guard let state = inbound.withLock({ side in
+                defer { side.ends = nil }
+                return side.ends?.state
+            }) else { return nil }
+            outbound.withLock { side in
+                // ORDERING: relaxed; statistics frozen at leaving.
+                side.finalRefused += state.outboundRefused.load(ordering: .relaxed)
+                side.finalQueued += state.outboundQueued.load(ordering: .relaxed)
+                side.end = nil
+            }
             return state
         }
         if let state { room.sendRemove(state) }
@@ -237,9 +307,9 @@ public final class Participant: Sendable {
 
     public func statistics() -> Statistics {
         // ORDERING: relaxed loads of statistics.
-        let (refused, queued) = io.withLock { io in
-            (io.finalRefused + (io.ends?.state.outboundRefused.load(ordering: .relaxed) ?? 0),
-             io.finalQueued + (io.ends?.state.outboundQueued.load(ordering: .relaxed) ?? 0))
+        let (refused, queued) = outbound.withLock { side in
+            (side.finalRefused + (side.end?.state.outboundRefused.load(ordering: .relaxed) ?? 0),
+             side.finalQueued + (side.end?.state.outboundQueued.load(ordering: .relaxed) ?? 0))
         }
         return Statistics(
             overflowSampleCount: overflowSamples.load(ordering: .relaxed),

@@ -2,15 +2,26 @@ import ChamadeCore
 import ChamadeDSP
 import Synchronization
 
-/// Where a tick posts events: the shard's event ring. A full ring loses the event and counts it.
+/// Where a tick posts what it has to say: events into the shard's event ring, and the participants
+/// that got a fresh block into its ready ring (so delivery visits only those). A full ring loses
+/// the entry and counts it; a lost ready entry only delays that participant's blocks to its next one.
 struct EventSink: ~Copyable {
     var producer: SPSCRing<EngineEvent>.Producer
+    var readyProducer: SPSCRing<ParticipantID>.Producer
     let lost: Atomic<Int> = Atomic(0)
+    let lostReady: Atomic<Int> = Atomic(0)
 
     mutating func post(_ event: EngineEvent) {
         if !producer.push(event) {
             // ORDERING: relaxed; a statistic.
             lost.wrappingAdd(1, ordering: .relaxed)
+        }
+    }
+
+    mutating func ready(_ id: ParticipantID) {
+        if !readyProducer.push(id) {
+            // ORDERING: relaxed; a statistic.
+            lostReady.wrappingAdd(1, ordering: .relaxed)
         }
     }
 }
@@ -265,7 +276,7 @@ final class RoomCore: @unchecked Sendable {
 
         // 4. Outputs, per receiving participant.
         for i in 0..<slotCount {
-            slots[i]._withUnsafeGuaranteedRef { deliver($0) }
+            slots[i]._withUnsafeGuaranteedRef { deliver($0, events: &events) }
         }
         // ORDERING: relaxed; a statistic.
         converterCalls.wrappingAdd(converterCallsThisTick, ordering: .relaxed)
@@ -447,7 +458,7 @@ final class RoomCore: @unchecked Sendable {
     }
 
     /// Builds and queues participant `s`'s mix-minus for this tick, if it receives.
-    private func deliver(_ s: ParticipantState) {
+    private func deliver(_ s: ParticipantState, events: inout EventSink) {
         guard s.receivingThisTick else { return }
         let block: UnsafeBufferPointer<Int16>
         if let groupRef = s.group {
@@ -481,6 +492,7 @@ final class RoomCore: @unchecked Sendable {
         if s.outProducer.push(block, stamp: tickIndex) {
             // ORDERING: relaxed; statistics.
             s.outboundQueued.wrappingAdd(1, ordering: .relaxed)
+            events.ready(s.id)
         } else {
             s.outboundRefused.wrappingAdd(1, ordering: .relaxed)
         }

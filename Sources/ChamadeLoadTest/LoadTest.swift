@@ -130,7 +130,7 @@ public enum LoadTest {
                 max: tally.latenciesNs.isEmpty ? 0 : ms(histogram.max)),
             clicks_sent: tally.clicksSent, clicks_detected: tally.clicksDetected,
             server_late_ticks: zip2(before?["chamade_late_ticks_total"], after?["chamade_late_ticks_total"]).map { $1 - $0 },
-            server_frames_dropped: zip2(before?["chamade_frames_dropped_total"], after?["chamade_frames_dropped_total"]).map { $1 - $0 },
+            server_frames_dropped: zip2(before.map(Self.dropped), after.map(Self.dropped)).map { $1 - $0 },
             connect_failures: tally.connectFailures)
     }
 
@@ -246,6 +246,11 @@ public enum LoadTest {
 
     static func deleteCall(_ o: Options, _ id: String) async throws {
         _ = try await request(o, "DELETE", "/api/call/\(id)")
+    }
+
+    /// Frames the server dropped, engine-side and socket-side.
+    static func dropped(_ m: [String: Int]) -> Int {
+        m["chamade_engine_dropped_blocks_total", default: 0] + m["chamade_socket_dropped_frames_total", default: 0]
     }
 
     static func metrics(_ o: Options) async throws -> [String: Int] {

@@ -1,232 +1,239 @@
 import ChamadeCore
 import ChamadeEngine
 import Foundation
-import HummingbirdWebSocket
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOWebSocket
 import Synchronization
 
-/// One WebSocket connection of a call (SPEC §4). The inbound side runs in the connection's handler;
-/// everything outbound (events, answers, audio) goes through one writer task, fed by an AsyncStream,
-/// so writes never interleave and a slow client only ever blocks its own writer.
-final class Session: @unchecked Sendable {
-    // SAFETY: mutable state is guarded by `lock`; the stream's continuation is thread-safe.
-    enum Outgoing: Sendable {
-        case text(String)
-        case end
-    }
-
+/// One WebSocket of a call (SPEC §4): what the client sends is handled here, in the order it
+/// arrives (one task per connection); everything sent back goes through the socket's `Outbox`.
+final class Session: Sendable {
     let call: Call
-    let registry: Registry
-    /// The connection's channel: audio frames are written to it directly from the delivery thread
-    /// (one hop to the event loop instead of two through a task).
-    let channel: any Channel
-    private let lock = NSLock()
-    private var ended = false
-    private var _receiving = false
-    private var markNames: [UInt64: String] = [:]
-    private var pendingClear: UInt64?
-    let stream: AsyncStream<Outgoing>
-    private let continuation: AsyncStream<Outgoing>.Continuation
+    let participant: Participant
+    let outbox: Outbox
+    let store: CallStore
+    private let receivingFlag = Atomic<Bool>(false)
 
-    /// Largest binary (or decoded base64) audio message accepted: 1 MiB.
-    static let maxAudioBytes = 1 << 20
+    struct Marks {
+        /// Names of this socket's marks still waiting, by the engine's mark id.
+        var names: [UInt64: String] = [:]
+        /// The newest clear this socket asked for and has not seen answered.
+        var pendingClear: UInt64?
+    }
+    private let marks = NIOLockedValueBox(Marks())
 
-    init(call: Call, registry: Registry, channel: any Channel) {
+    init(call: Call, participant: Participant, outbox: Outbox, store: CallStore) {
         self.call = call
-        self.registry = registry
-        self.channel = channel
-        (stream, continuation) = AsyncStream.makeStream(of: Outgoing.self)
+        self.participant = participant
+        self.outbox = outbox
+        self.store = store
     }
 
-    var receiving: Bool { lock.withLock { _receiving } }
+    /// Whether this socket wants the call's audio.
+    // ORDERING: relaxed; a flag read when the call's receivers are rebuilt under the call's lock.
+    var receiving: Bool { receivingFlag.load(ordering: .relaxed) }
 
-    // MARK: outbound (any thread)
+    // MARK: outbound
 
-    func send(text: String) { continuation.yield(.text(text)) }
+    func send(_ message: some Encodable) { outbox.send(text: WireJSON.encode(message)) }
 
-    func send(_ object: [String: Any]) { send(text: JSON.encode(object)) }
+    func error(_ code: String, _ message: String) { send(ServerMessage.Error(code: code, message: message)) }
 
-    func error(_ code: String, _ message: String) {
-        send(["type": "call_error", "code": code, "message": message])
-    }
-
-    /// Whether this session can take a frame now: a client that does not read fills the channel's
-    /// outbound buffer (about one second of frames at its rate, see `boundOutboundBuffer`) until it
-    /// is not writable.
-    var canTakeAudio: Bool { receiving && channel.isWritable }
-
-    /// Sends one block of mix-minus as a binary frame, straight to the channel. A frame for a channel
-    /// that is not writable (another session of the call is reading) is dropped and counted; the
-    /// room never waits.
-    func deliver(_ block: ByteBuffer) {
-        guard lock.withLock({ !ended }) else { return }
-        guard channel.isWritable else {
-            registry.sessionDroppedFrames.wrappingAdd(1, ordering: .relaxed)
-            return
-        }
-        channel.writeAndFlush(WebSocketFrame(fin: true, opcode: .binary, data: block), promise: nil)
-    }
-
-    /// Bounds what can wait for a client that does not read to about a second of frames at the
-    /// connection's rate: the channel's high watermark is 50 frames, and the socket's send buffer is
-    /// set to half that (the kernel doubles it). Left to autotuning, the kernel alone would queue up
-    /// to 4 MB, some 40 s of audio at 48 kHz.
-    func boundOutboundBuffer() {
-        let frame = call.participant.sampleRate.blockByteCount + 4
-        let high = 50 * frame
-        channel.setOption(ChannelOptions.writeBufferWaterMark, value: .init(low: high / 2, high: high))
-            .whenFailure { _ in }
-        channel.setOption(ChannelOptions.socketOption(.so_sndbuf), value: SocketOptionValue(high / 2))
-            .whenFailure { _ in }
-    }
-
-    /// The call ended: `call_state` ended, then a close frame.
-    func end() {
-        lock.withLock { ended = true }
-        send(["type": "call_state", "state": "ended"])
-        continuation.yield(.end)
+    /// The call ended: `call_state` ended, then a close frame, after everything queued before.
+    func callEnded() {
+        send(ServerMessage.State(state: .ended))
+        outbox.close(.normalClosure)
     }
 
     func markPlayed(_ id: UInt64) {
-        guard let name = lock.withLock({ markNames.removeValue(forKey: id) }) else { return }
-        send(["type": "mark", "name": name])
+        let name = marks.withLockedValue { $0.names.removeValue(forKey: id) }
+        guard let name else { return }
+        call.withLock { $0.pendingMarks -= 1 }
+        send(ServerMessage.Mark(name: name))
     }
 
     func cleared(request: UInt64, droppedMilliseconds: Int) {
-        let mine = lock.withLock { () -> Bool in
-            guard let p = pendingClear, request >= p else { return false }
-            pendingClear = nil
+        let mine = marks.withLockedValue { m -> Bool in
+            guard let p = m.pendingClear, request >= p else { return false }
+            m.pendingClear = nil
             return true
         }
-        if mine { send(["type": "cleared", "dropped_ms": droppedMilliseconds]) }
+        if mine { send(ServerMessage.Cleared(droppedMs: droppedMilliseconds)) }
     }
 
-    /// Writes everything queued until the call ends or the connection fails.
-    func runWriter(_ outbound: WebSocketOutboundWriter) async {
-        for await item in stream {
-            do {
-                switch item {
-                case .text(let s):
-                    try await outbound.write(.text(s))
-                case .end:
-                    try await outbound.close(.normalClosure, reason: "call ended")
-                    return
-                }
-            } catch {
-                return
-            }
+    /// Gives back what this socket held when it closes: its waiting marks' share of the call's bound.
+    func closed() {
+        let waiting = marks.withLockedValue { m in
+            defer { m.names = [:] }
+            return m.names.count
         }
+        if waiting > 0 { call.withLock { $0.pendingMarks -= waiting } }
     }
 
-    func finish() { continuation.finish() }
-
-    // MARK: inbound (the connection's handler)
+    // MARK: inbound
 
     func handle(binary buffer: ByteBuffer) {
-        guard buffer.readableBytes <= Self.maxAudioBytes else {
-            error("frame_too_large", "binary frames carry at most 1 MiB (1,048,576 bytes); this one had \(buffer.readableBytes)")
+        guard buffer.readableBytes <= ServerConfiguration.maxAudioBytes else {
+            error(
+                "frame_too_large",
+                "binary frames carry at most 1 MiB (1,048,576 bytes); this one had \(buffer.readableBytes)")
             return
         }
-        push(buffer.readableBytesView)
+        buffer.withUnsafeReadableBytes { push($0) }
     }
 
-    private func push(_ bytes: some Collection<UInt8>) {
-        let result = bytes.withContiguousStorageIfAvailable { call.participant.push(UnsafeRawBufferPointer($0)) }
-            ?? Array(bytes).withUnsafeBytes { call.participant.push($0) }
+    private func push(_ bytes: UnsafeRawBufferPointer) {
+        let result = participant.push(bytes)
         if result.droppedSampleCount > 0 {
-            let ms = call.participant.sampleRate.milliseconds(ofSampleCount: result.droppedSampleCount)
+            let ms = participant.sampleRate.milliseconds(ofSampleCount: result.droppedSampleCount)
             error("playout_overflow", "the playout queue holds 60 s; \(ms) ms of audio beyond it were dropped")
         }
     }
 
     func handle(text: String) {
-        guard let object = JSON.object(Data(text.utf8)), let type = object["type"] as? String else {
-            error("invalid_message", "expected a JSON object with a \"type\"")
+        guard let message = try? JSONDecoder().decode(ClientMessage.self, from: Data(text.utf8)) else {
+            error("invalid_message", "expected a JSON object with a string \"type\"")
             return
         }
-        switch type {
-        case "audio": audio(object)
-        case "audio_config": audioConfig(object)
-        case "send_chat": sendChat(object)
-        case "say": error("tts_not_configured", "no hosted TTS in this engine: synthesize locally and send PCM")
+        if let field = message.invalidField {
+            error(ClientMessage.code(forField: field), "\"\(field)\" has the wrong type for a \"\(message.type)\" message")
+            return
+        }
+        switch message.type {
+        case "audio": audio(message)
+        case "audio_config": audioConfig(message)
+        case "send_chat": sendChat(message)
+        case "say": error("tts_not_configured", "no TTS is configured on this server: synthesize locally and send PCM")
+        case "dtmf": error("no_leg", "this call's room has no platform leg to send DTMF on")
         case "clear":
-            let request = call.participant.requestClear()
-            lock.withLock { pendingClear = request }
-        case "mark":
-            let name = (object["name"] as? String) ?? ""
-            let mark = call.participant.mark()
-            if mark.isReached {
-                send(["type": "mark", "name": name])
-            } else {
-                lock.withLock { markNames[mark.id] = name }
-            }
-        default:
-            error("unknown_type", "unknown message type \"\(type)\"")
+            let request = participant.requestClear()
+            marks.withLockedValue { $0.pendingClear = request }
+        case "mark": mark(message)
+        default: error("unknown_type", "unknown message type \"\(message.type)\"")
         }
     }
 
-    private func audio(_ object: [String: Any]) {
-        guard let b64 = object["audio"] as? String, let data = Data(base64Encoded: b64) else {
+    private func mark(_ message: ClientMessage) {
+        let name = message.name ?? ""
+        guard name.utf8.count <= ServerConfiguration.maxMarkNameBytes else {
+            error("invalid_message", "a mark name is at most 256 bytes; this one had \(name.utf8.count)")
+            return
+        }
+        let admitted = call.withLock { m -> Bool in
+            guard m.pendingMarks < ServerConfiguration.maxPendingMarks else { return false }
+            m.pendingMarks += 1
+            return true
+        }
+        guard admitted else {
+            error("too_many_marks", "4,096 marks already wait for their audio on this call; this one was dropped")
+            return
+        }
+        // The name is recorded under the same lock the answer takes, so an answer that races the
+        // placing always finds it.
+        let reached = marks.withLockedValue { m -> Bool in
+            let placed = participant.mark()
+            if !placed.isReached { m.names[placed.id] = name }
+            return placed.isReached
+        }
+        if reached {
+            call.withLock { $0.pendingMarks -= 1 }
+            send(ServerMessage.Mark(name: name))
+        }
+    }
+
+    private func audio(_ message: ClientMessage) {
+        guard let b64 = message.audio, let data = Data(base64Encoded: b64) else {
             error("invalid_audio", "\"audio\" must be base64-encoded PCM s16le")
             return
         }
-        guard data.count <= Self.maxAudioBytes else {
+        guard data.count <= ServerConfiguration.maxAudioBytes else {
             error("frame_too_large", "audio messages carry at most 1 MiB of PCM; this one had \(data.count)")
             return
         }
-        if let rate = object["sample_rate"] {
+        if let hz = message.sampleRate {
             // A rate other than the connection's switches it, as audio_config would, and says so.
-            guard let hz = rate as? Int, let r = try? SampleRate(hertz: hz) else {
+            guard let rate = try? SampleRate(hertz: hz) else {
                 error("unsupported_sample_rate", "sample_rate must be a multiple of 50 from 8000 to 48000")
                 return
             }
-            if r != call.participant.sampleRate {
-                _ = try? call.participant.setSampleRate(r)
-                boundOutboundBuffer()
-                send(config())
-            }
+            if rate != participant.sampleRate { switchRate(to: rate) }
         }
-        push(data)
+        data.withUnsafeBytes { push($0) }
     }
 
-    private func audioConfig(_ object: [String: Any]) {
-        if let value = object["sample_rate"] {
-            guard let hz = value as? Int, let rate = try? SampleRate(hertz: hz) else {
-                error("unsupported_sample_rate", "sample_rate \(value) is not supported: use a multiple of 50 from 8000 to 48000")
+    private func audioConfig(_ message: ClientMessage) {
+        var rate = participant.sampleRate
+        if let hz = message.sampleRate {
+            guard let r = try? SampleRate(hertz: hz) else {
+                error("unsupported_sample_rate", "sample_rate \(hz) is not supported: use a multiple of 50 from 8000 to 48000")
                 return
             }
-            do {
-                try call.participant.setSampleRate(rate)
-            } catch {
-                self.error("call_ended", "the call has ended")
-                return
-            }
-            boundOutboundBuffer()
+            rate = r
         }
-        if let receive = object["receive"] as? Bool {
-            lock.withLock { _receiving = receive }
-            registry.refreshReceiving(call)
+        if let receive = message.receive { setReceiving(receive) }
+        if rate != participant.sampleRate {
+            switchRate(to: rate)
+        } else {
+            send(config(rate: rate))
         }
-        send(config())
     }
 
-    func config() -> [String: Any] {
-        let rate = call.participant.sampleRate
+    /// Changes the connection's rate. The answer is queued at the instant the outbound side
+    /// switches, so no frame of the old rate follows it and none of the new rate precedes it.
+    private func switchRate(to rate: SampleRate) {
+        let answer = WireJSON.encode(config(rate: rate))
+        do {
+            let changed = try participant.setSampleRate(rate) {
+                outbox.sizeBuffers(forFrameBytes: rate.blockByteCount)
+                outbox.send(text: answer)
+            }
+            if !changed { outbox.send(text: answer) }
+        } catch {
+            self.error("call_ended", "the call has ended")
+        }
+    }
+
+    private func setReceiving(_ on: Bool) {
+        receivingFlag.store(on, ordering: .relaxed)
+        let any = call.withLock { m in m.state == .ended ? nil : call.refreshReceivers(&m) }
+        if let any { participant.setReceiving(any) }
+    }
+
+    func config(rate: SampleRate) -> ServerMessage.AudioConfig {
         let native = call.platform.nativeRate
-        return [
-            "type": "audio_config", "sample_rate": rate.hertz, "native_sample_rate": native.hertz,
-            "resampling": rate != native, "format": "pcm_s16le", "channels": 1, "frame_duration_ms": 20,
-            "frame_bytes": rate.blockByteCount, "ready": true, "receive": receiving,
-        ]
+        return .init(
+            sampleRate: rate.hertz, nativeSampleRate: native.hertz, resampling: rate != native,
+            frameBytes: rate.blockByteCount, receive: receiving)
     }
 
-    private func sendChat(_ object: [String: Any]) {
-        guard let text = object["text"] as? String, (1...10_000).contains(text.count) else {
+    private func sendChat(_ message: ClientMessage) {
+        guard let text = message.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
             error("invalid_text", "\"text\" must be 1 to 10,000 characters")
             return
         }
-        registry.broadcast(
-            JSON.encode(["type": "call_chat", "sender": call.agentName, "text": text]), to: registry.others(of: call))
+        let chat = WireJSON.encode(ServerMessage.Chat(sender: call.agentName, text: text))
+        for other in store.others(of: call) { other.broadcast(text: chat) }
+    }
+}
+
+extension Call {
+    /// Sends a text message to every WebSocket of the call.
+    func broadcast(text: String) {
+        for s in withLock({ Array($0.sessions.values) }) { s.outbox.send(text: text) }
+    }
+}
+
+extension Error {
+    /// The first key of a decoding error's path: the field that was wrong.
+    var fieldName: String? {
+        guard let e = self as? DecodingError else { return nil }
+        let path: [any CodingKey]
+        switch e {
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c): path = c.codingPath
+        case .keyNotFound(let key, let c): path = c.codingPath + [key]
+        @unknown default: return nil
+        }
+        return path.first?.stringValue
     }
 }

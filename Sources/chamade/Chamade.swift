@@ -1,6 +1,7 @@
 import ArgumentParser
 import Logging
 import ChamadeCore
+import ChamadeEngine
 import ChamadeLoadTest
 import ChamadeServer
 import ChamadeTools
@@ -61,25 +62,63 @@ struct ReplayCommand: ParsableCommand {
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "serve",
-        abstract: "Serve the HTTP call API and the audio WebSocket."
+        abstract: "Serve the HTTP call API and the audio WebSocket.",
+        discussion: """
+            Every option also reads an environment variable when it is not given: CHAMADE_HOST, CHAMADE_PORT,
+            CHAMADE_API_KEYS (comma-separated), CHAMADE_ADVERTISE, CHAMADE_TLS_CERT, CHAMADE_TLS_KEY,
+            CHAMADE_ENDED_RETENTION, CHAMADE_MAX_CALLS_PER_KEY.
+            """
     )
 
-    @Option(name: .long, help: "Address to listen on.")
-    var host: String = "127.0.0.1"
-    @Option(name: .long, help: "Port to listen on (0: any free port).")
-    var port: Int = 8787
-    @Option(name: .customLong("api-key"), help: "An API key (repeatable). Also CHAMADE_API_KEYS, comma-separated.")
+    @Option(name: .long, help: "Address to listen on (default 127.0.0.1; CHAMADE_HOST).")
+    var host: String?
+    @Option(name: .long, help: "Port to listen on, 0 for any free port (default 8787; CHAMADE_PORT).")
+    var port: Int?
+    @Option(name: .customLong("api-key"), help: "An API key (repeatable; CHAMADE_API_KEYS, comma-separated).")
     var apiKeys: [String] = []
+    @Option(name: .long, help: "The URL clients reach this server at, for text_ws_url (CHAMADE_ADVERTISE).")
+    var advertise: String?
+    @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: serve HTTPS and WSS only (CHAMADE_TLS_CERT).")
+    var tlsCert: String?
+    @Option(name: .customLong("tls-key"), help: "PEM private key for --tls-cert (CHAMADE_TLS_KEY).")
+    var tlsKey: String?
+    @Option(name: .customLong("ended-retention"), help: "Seconds an ended call stays readable (default 3600; CHAMADE_ENDED_RETENTION).")
+    var endedRetention: Double?
+    @Option(name: .customLong("max-calls-per-key"), help: "Calls not ended per key (default 1000; CHAMADE_MAX_CALLS_PER_KEY).")
+    var maxCallsPerKey: Int?
+
+    /// The option's value, else its environment variable's, else the default; a bad environment
+    /// value is a usage error like a bad flag.
+    private func setting<T: LosslessStringConvertible>(_ flag: T?, _ name: String, _ fallback: T) throws -> T {
+        if let flag { return flag }
+        guard let text = ProcessInfo.processInfo.environment[name], !text.isEmpty else { return fallback }
+        guard let value = T(text) else { throw ValidationError("\(name)=\(text): not a valid value") }
+        return value
+    }
 
     func validate() throws {
+        let port = try setting(port, "CHAMADE_PORT", 8787)
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0 to 65535") }
         for key in apiKeys where key.isEmpty { throw ValidationError("--api-key must not be empty") }
+        guard try setting(endedRetention, "CHAMADE_ENDED_RETENTION", 3600) >= 0 else {
+            throw ValidationError("--ended-retention must be ≥ 0")
+        }
+        guard try setting(maxCallsPerKey, "CHAMADE_MAX_CALLS_PER_KEY", 1000) >= 1 else {
+            throw ValidationError("--max-calls-per-key must be ≥ 1")
+        }
+        let cert = tlsCert ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_CERT"]
+        let key = tlsKey ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_KEY"]
+        guard (cert == nil) == (key == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
+        for path in [cert, key].compactMap({ $0 }) where !FileManager.default.isReadableFile(atPath: path) {
+            throw ValidationError("cannot read \(path)")
+        }
     }
 
     func run() async throws {
+        let env = ProcessInfo.processInfo.environment
         var keys = apiKeys
-        if let env = ProcessInfo.processInfo.environment["CHAMADE_API_KEYS"] {
-            keys += env.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
+        if let list = env["CHAMADE_API_KEYS"] {
+            keys += list.split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty }
         }
         if keys.isEmpty {
             var g = SystemRandomNumberGenerator()
@@ -87,14 +126,24 @@ struct ServeCommand: AsyncParsableCommand {
             keys = [key]
             FileHandle.standardOutput.write(Data("api key: \(key)\n".utf8))
         }
+        let host = try setting(host, "CHAMADE_HOST", "127.0.0.1")
+        var tls: ServerConfiguration.TLSFiles?
+        if let cert = tlsCert ?? env["CHAMADE_TLS_CERT"], let key = tlsKey ?? env["CHAMADE_TLS_KEY"] {
+            tls = .init(certificatePath: cert, privateKeyPath: key)
+        }
+        let configuration = ServerConfiguration(
+            host: host, port: try setting(port, "CHAMADE_PORT", 8787), apiKeys: keys,
+            advertisedURL: advertise ?? env["CHAMADE_ADVERTISE"], tls: tls,
+            endedRetentionSeconds: try setting(endedRetention, "CHAMADE_ENDED_RETENTION", 3600),
+            maxCallsPerKey: try setting(maxCallsPerKey, "CHAMADE_MAX_CALLS_PER_KEY", 1000))
         var logger = Logger(label: "chamade")
         logger.logLevel = .notice
-        let server = ChamadeServer(configuration: .init(host: host, port: port, apiKeys: keys), logger: logger)
-        let host = self.host
+        let server = ChamadeServer(engine: Engine(), configuration: configuration, logger: logger)
+        let scheme = tls == nil ? "http" : "https"
         do {
             try await server.run { port in
                 // Straight to the file descriptor: a supervisor waits for this line.
-                FileHandle.standardOutput.write(Data("listening on http://\(host):\(port)\n".utf8))
+                FileHandle.standardOutput.write(Data("listening on \(scheme)://\(host):\(port)\n".utf8))
             }
         } catch {
             throw RunFailure(description: "\(error)")

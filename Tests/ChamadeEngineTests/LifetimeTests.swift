@@ -13,7 +13,7 @@ struct LifetimeTests {
         let kept = try room.join(rate: .hz24000)
         let other = try room.join(rate: .hz16000)
         engine.tick()
-        weak var state = kept.io.withLock { $0.ends?.state }
+        weak var state = kept.inbound.withLock { $0.ends?.state }
         #expect(state != nil)
         kept.leave()
         #expect(state != nil)  // the tick still holds it until it applies the command
@@ -24,7 +24,7 @@ struct LifetimeTests {
         #expect(kept.push([1, 2, 3, 4]).acceptedSampleCount == 0)
 
         weak var core = room.core
-        weak var otherState = other.io.withLock { $0.ends?.state }
+        weak var otherState = other.inbound.withLock { $0.ends?.state }
         engine.removeRoom(room)
         engine.tick()
         engine.drainEvents()

@@ -1,3 +1,4 @@
+import ChamadeEngine
 import ChamadeServer
 import Foundation
 #if canImport(FoundationNetworking)
@@ -15,7 +16,7 @@ import Testing
 struct TranscriptTests {
     @Test(.timeLimit(.minutes(1)))
     func linesAndEvents() async throws {
-        let server = ChamadeServer(configuration: .init(port: 0, apiKeys: ["chmd_t"]))
+        let server = ChamadeServer(engine: Engine(), configuration: .init(port: 0, apiKeys: ["chmd_t"]))
         let port = Mutex<Int>(0)
         let task = Task { try await server.run { p in port.withLock { $0 = p } } }
         defer { task.cancel() }
@@ -58,9 +59,9 @@ struct TranscriptTests {
             }
         }
         try await Task.sleep(for: .milliseconds(300))
-        #expect(server.registry.addTranscript(callID: idA, speaker: "Alice", text: "Hello everyone"))
-        #expect(server.registry.addTranscript(callID: idA, speaker: "Bob", text: "Hi Alice"))
-        #expect(!server.registry.addTranscript(callID: "call_nope", speaker: "X", text: "lost"))
+        #expect(server.addTranscript(callID: idA, speaker: "Alice", text: "Hello everyone"))
+        #expect(server.addTranscript(callID: idA, speaker: "Bob", text: "Hi Alice"))
+        #expect(!server.addTranscript(callID: "call_nope", speaker: "X", text: "lost"))
 
         let all = try await request("GET", "/api/call/\(idB)?since=0")
         #expect(all["transcript"] as? [String] == ["[Alice] Hello everyone", "[Bob] Hi Alice"])
@@ -74,6 +75,12 @@ struct TranscriptTests {
         _ = try await client.value
         let event = try #require(heard.withLock { $0.first })
         let object = try JSONSerialization.jsonObject(with: Data(event.utf8)) as? [String: String]
-        #expect(object == ["type": "call_transcript", "speaker": "Alice", "text": "Hello everyone"])
+        // The line is attributed to the participant of the call it was added through.
+        let speakerParticipant = try #require(a["participant_id"] as? String)
+        #expect(
+            object == [
+                "type": "call_transcript", "speaker": "Alice", "text": "Hello everyone",
+                "participant_id": speakerParticipant,
+            ])
     }
 }

@@ -6,7 +6,7 @@ import httpx
 from conftest import KEY1, KEY2, api, new_call
 
 PLATFORM_RATES = {"discord": 48000, "meet": 48000, "nctalk": 48000, "slack": 48000,
-                  "teams": 16000, "zoom": 16000, "telegram": 16000, "whatsapp": 16000, "sip": 8000}
+                  "teams": 16000, "zoom": 16000, "telegram": 16000, "whatsapp": 16000}
 
 
 def test_create_call_per_platform_native_rate(server):
@@ -21,6 +21,11 @@ def test_create_call_per_platform_native_rate(server):
             assert field in c, field
         assert c["text_ws_url"].endswith(f"/api/call/{c['call_id']}/stream")
         assert c["agent_name"] == "AI Agent"
+    # No SIP stack and no RTP legs in this server yet: both refuse clearly instead of making a
+    # hollow room (SPEC §6: with SIP off, `sip` calls are refused with 400 sip_unavailable).
+    for platform, code in [("sip", "sip_unavailable"), ("rtp", "platform_unavailable")]:
+        r = api(server, "POST", "/api/call", json={"platform": platform, "meeting_url": "sip:1@127.0.0.1"})
+        assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
 
 
 def test_same_platform_and_url_share_a_room_whatever_the_key(server):
@@ -42,9 +47,9 @@ def test_create_call_errors(server):
     r = api(server, "POST", "/api/call", content=b"x" * (1024 * 1024 + 10))
     assert r.status_code == 413 and r.json()["error"]["code"] == "body_too_large"
     # Unknown fields are ignored; a trailing slash is accepted.
-    r = api(server, "POST", "/api/call/", json={"platform": "sip", "meeting_url": "sip:1@x", "transcripts": False, "zzz": 1})
+    r = api(server, "POST", "/api/call/", json={"platform": "zoom", "meeting_url": "z:1", "transcripts": False, "zzz": 1})
     assert r.status_code == 200, r.text
-    assert r.json()["audio"]["sample_rate"] == 8000
+    assert r.json()["audio"]["sample_rate"] == 16000
 
 
 def test_auth_missing_and_wrong_key(server):
@@ -102,7 +107,7 @@ def test_chat_say_stop_typing_accept_refuse(server):
     r = api(server, "POST", f"/api/call/{cid}/say", json={"text": "hi"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "tts_not_configured"
     r = api(server, "POST", f"/api/call/{cid}/stop-speaking")
-    assert r.status_code == 200 and r.json() == {"dropped_ms": 0}
+    assert r.status_code == 200 and r.json() == {"dropped_ms": 0, "spoken_text": ""}
     assert api(server, "POST", f"/api/call/{cid}/typing").status_code == 200
     for action in ["accept", "refuse"]:
         r = api(server, "POST", f"/api/call/{cid}/{action}")
@@ -122,7 +127,7 @@ def test_account_health_metrics(server):
     assert r.status_code == 200 and r.json()["status"] == "ok"
     m = api(server, "GET", "/metrics").text
     for name in ["chamade_calls", "chamade_rooms", "chamade_ticks_total", "chamade_late_ticks_total",
-                 'chamade_tick_seconds_bucket{le="+Inf"}', "chamade_frames_dropped_total", "chamade_bytes_in_total"]:
+                 'chamade_tick_seconds_bucket{le="+Inf"}', "chamade_engine_dropped_blocks_total", "chamade_socket_dropped_frames_total", "chamade_bytes_in_total"]:
         assert name in m, name
     ticks = int([l for l in m.splitlines() if l.startswith("chamade_ticks_total")][0].split()[1])
     assert ticks > 0

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #if defined(__linux__)
 #include <sys/prctl.h>
+#include <malloc.h>
 #endif
 
 // opus_encoder_ctl / opus_decoder_ctl are variadic C macros-over-functions: Swift cannot call them,
@@ -24,6 +25,22 @@ static inline int cchamade_opus_decoder_reset(OpusDecoder *d) { return opus_deco
 static inline void cchamade_set_thread_name(const char *name) {
 #if defined(__linux__)
     prctl(PR_SET_NAME, name, 0, 0, 0);
+#endif
+}
+
+// glibc's allocator controls, missing from Swift's Glibc module (malloc.h is not in it).
+// A fixed mmap threshold: every block at least this large gets its own mapping and goes back to the
+// system when freed. Setting it also turns off glibc's dynamic threshold, which otherwise rises to the
+// size of each large block freed, so later rings (5.8 MB playout queues) land on the heap and stay.
+static inline void cchamade_set_mmap_threshold(int bytes) {
+#if defined(__linux__)
+    mallopt(M_MMAP_THRESHOLD, bytes);
+#endif
+}
+// Returns free heap memory of every arena to the system (glibc's malloc_trim).
+static inline void cchamade_malloc_trim(void) {
+#if defined(__linux__)
+    malloc_trim(0);
 #endif
 }
 

@@ -1,0 +1,119 @@
+import ChamadeCore
+import ChamadeEngine
+import Foundation
+import NIOConcurrencyHelpers
+
+/// One call: an agent's presence in a room, owned by one API key (SPEC §3).
+///
+/// Its identity is immutable; what changes (state, transcript, its WebSockets) sits behind the
+/// call's own lock, read by routes through `object(...)` snapshots, never through someone else's
+/// lock. An ended call keeps only what `GET /api/call/{id}` shows: its participant (and with it
+/// the room and the engine's buffers) is let go at once.
+final class Call: Sendable {
+    let id: String
+    let apiKey: String
+    let platform: Platform
+    let meetingURL: String
+    let agentName: String
+    let roomKey: RoomKey
+    let roomID: String
+    let participantID: ParticipantID
+    let createdAt: Date
+    let direction: String
+    let caller: String
+
+    struct Mutable {
+        var state: CallState = .active
+        var endedAt: Date?
+        var transcript: [String] = []
+        /// nil once the call has ended.
+        var participant: Participant?
+        var sessions: [ObjectIdentifier: Session] = [:]
+        /// The outboxes of the sessions that receive audio, for delivery (rebuilt on change).
+        var receivers: [Outbox] = []
+        /// WebSockets admitted (counted from the upgrade decision until the connection closes).
+        var streams = 0
+        /// Marks waiting for their audio to play, over all the call's sessions.
+        var pendingMarks = 0
+        /// HTTP `stop-speaking` requests waiting for the engine's answer.
+        var clearWaiters: [(request: UInt64, resume: @Sendable (Int) -> Void)] = []
+    }
+    private let mutable: NIOLockedValueBox<Mutable>
+
+    init(
+        id: String, apiKey: String, platform: Platform, meetingURL: String, agentName: String, roomKey: RoomKey,
+        room: Room, participant: Participant
+    ) {
+        self.id = id
+        self.apiKey = apiKey
+        self.platform = platform
+        self.meetingURL = meetingURL
+        self.agentName = agentName
+        self.roomKey = roomKey
+        self.roomID = "room_\(room.id.rawValue)"
+        self.participantID = participant.id
+        self.createdAt = Date()
+        self.direction = "outbound"
+        self.caller = ""
+        self.mutable = NIOLockedValueBox(Mutable(participant: participant))
+    }
+
+    func withLock<R>(_ body: (inout Mutable) throws -> R) rethrows -> R { try mutable.withLockedValue(body) }
+
+    var state: CallState { withLock { $0.state } }
+    var participant: Participant? { withLock { $0.participant } }
+    var receivers: [Outbox] { withLock { $0.receivers } }
+
+    /// Ends the call: returns its participant and sessions for the caller to release, or nil if it
+    /// had ended already.
+    func markEnded() -> (Participant?, [Session], [@Sendable (Int) -> Void])? {
+        withLock { m in
+            guard m.state != .ended else { return nil }
+            m.state = .ended
+            m.endedAt = Date()
+            let p = m.participant
+            let s = Array(m.sessions.values)
+            let waiters = m.clearWaiters.map(\.resume)
+            m.participant = nil
+            m.sessions = [:]
+            m.receivers = []
+            m.clearWaiters = []
+            return (p, s, waiters)
+        }
+    }
+
+    /// Recomputes which outboxes receive audio; returns whether any does.
+    @discardableResult
+    func refreshReceivers(_ m: inout Mutable) -> Bool {
+        m.receivers = m.sessions.values.filter(\.receiving).map(\.outbox)
+        return !m.receivers.isEmpty
+    }
+
+    /// The call object (SPEC §3); `since` adds the transcript from that line on.
+    func object(baseURL: String, since: Int? = nil) -> CallObject {
+        let (state, endedAt, transcript) = withLock { m in
+            (m.state, m.endedAt, since.map { Array(m.transcript.dropFirst($0)) })
+        }
+        let length = since == nil ? nil : withLock { $0.transcript.count }
+        let wsBase =
+            baseURL.hasPrefix("https://")
+            ? "wss://" + baseURL.dropFirst("https://".count) : "ws://" + baseURL.dropFirst("http://".count)
+        return CallObject(
+            callID: id, roomID: roomID, participantID: "p_\(participantID.rawValue)",
+            textWSURL: "\(wsBase)/api/call/\(id)/stream", state: state, capabilities: platform.capabilities,
+            platform: platform, meetingURL: meetingURL, agentName: agentName, direction: direction, caller: caller,
+            createdAt: Self.timestamp(createdAt), endedAt: endedAt.map(Self.timestamp),
+            audio: .init(sampleRate: platform.nativeRate.hertz, frameBytes: platform.nativeRate.blockByteCount),
+            transcript: transcript, transcriptLength: length)
+    }
+
+    static func timestamp(_ date: Date) -> String {
+        date.formatted(.iso8601)
+    }
+}
+
+/// A room's identity in the API: platform and meeting URL (calls with both equal share a room).
+struct RoomKey: Hashable, Sendable {
+    var platform: Platform
+    var meetingURL: String
+}

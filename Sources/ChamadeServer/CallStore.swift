@@ -1,0 +1,248 @@
+import ChamadeCore
+import ChamadeEngine
+import Foundation
+import HTTPTypes
+import NIOConcurrencyHelpers
+import NIOCore
+
+/// Owns the calls, the rooms and the per-key bookkeeping of the server.
+///
+/// Its lock guards bookkeeping only (dictionaries and counts); nothing slow runs under it. Creating
+/// a call is reserve → join the engine outside the lock (rings and converters are allocated then) →
+/// commit; ending one is the reverse. Delivery never takes this lock: it finds calls through
+/// `byParticipant`, a separate index.
+final class CallStore: Sendable {
+    let engine: Engine
+    let configuration: ServerConfiguration
+    let events: AccountEvents
+
+    struct RoomEntry {
+        let handle: RoomHandle
+        /// Calls reserved or committed in the room; the room is removed when it falls to zero.
+        var members = 0
+        var callIDs: Set<String> = []
+    }
+
+    struct State {
+        var calls: [String: Call] = [:]
+        /// Calls not ended, per key.
+        var live: [String: [String: Call]] = [:]
+        /// Creations in progress, per key (counted against the per-key limit).
+        var reserved: [String: Int] = [:]
+        var rooms: [RoomKey: RoomEntry] = [:]
+        /// Ended calls in the order they ended, with when they may be forgotten (monotonic ns).
+        var ended = CircularBuffer<(forgetAt: UInt64, id: String)>()
+        var stopping = false
+    }
+    private let state = NIOLockedValueBox(State())
+    /// Calls by participant: how engine events and delivered blocks find their call.
+    let byParticipant = NIOLockedValueBox<[ParticipantID: Call]>([:])
+
+    init(engine: Engine, configuration: ServerConfiguration, events: AccountEvents) {
+        self.engine = engine
+        self.configuration = configuration
+        self.events = events
+    }
+
+    // MARK: create and end
+
+    func create(apiKey: String, platform: Platform, meetingURL: String, agentName: String) throws(APIError) -> Call {
+        let roomKey = RoomKey(platform: platform, meetingURL: meetingURL)
+        let limit = configuration.maxCallsPerKey
+        let handle = try state.withTypedLock { (s: inout State) throws(APIError) -> RoomHandle in
+            guard !s.stopping else { throw APIError.shuttingDown }
+            let held = (s.live[apiKey]?.count ?? 0) + s.reserved[apiKey, default: 0]
+            guard held < limit else {
+                throw APIError(.tooManyRequests, "too_many_calls", "this key already has \(held) calls not ended (limit \(limit))")
+            }
+            s.reserved[apiKey, default: 0] += 1
+            let entry = s.rooms[roomKey] ?? RoomEntry(handle: RoomHandle(nativeRate: platform.nativeRate))
+            s.rooms[roomKey, default: entry].members += 1
+            return entry.handle
+        }
+        let room: Room
+        let participant: Participant
+        do throws(APIError) {
+            room = try handle.open(engine: engine, capacity: configuration.roomCapacity)
+            do throws(EngineError) {
+                participant = try room.join(rate: platform.nativeRate, receiving: false)
+            } catch .roomFull(let capacity) {
+                throw APIError.conflict("room_full", "the room is full (\(capacity) participants)")
+            } catch {
+                throw APIError(.serviceUnavailable, "engine_unavailable", error.description)
+            }
+        } catch {
+            release(reservationOf: apiKey, in: roomKey)
+            throw error
+        }
+        let call = Call(
+            id: "call_" + Self.randomToken(12), apiKey: apiKey, platform: platform, meetingURL: meetingURL,
+            agentName: agentName, roomKey: roomKey, room: room, participant: participant)
+        let committed = state.withLockedValue { s -> Bool in
+            s.reserved[apiKey, default: 1] -= 1
+            if s.reserved[apiKey] == 0 { s.reserved.removeValue(forKey: apiKey) }
+            guard !s.stopping else { return false }
+            s.calls[call.id] = call
+            s.live[apiKey, default: [:]][call.id] = call
+            s.rooms[roomKey]?.callIDs.insert(call.id)
+            return true
+        }
+        guard committed else {
+            participant.leave()
+            release(reservationOf: nil, in: roomKey)
+            throw APIError.shuttingDown
+        }
+        byParticipant.withLockedValue { $0[participant.id] = call }
+        events.publish(apiKey: apiKey, state: .active, callID: call.id)
+        return call
+    }
+
+    /// Undoes a reservation that did not become a call.
+    private func release(reservationOf apiKey: String?, in roomKey: RoomKey) {
+        let emptied: RoomHandle? = state.withLockedValue { s in
+            if let apiKey {
+                s.reserved[apiKey, default: 1] -= 1
+                if s.reserved[apiKey] == 0 { s.reserved.removeValue(forKey: apiKey) }
+            }
+            s.rooms[roomKey]?.members -= 1
+            guard let entry = s.rooms[roomKey], entry.members <= 0 else { return nil }
+            s.rooms.removeValue(forKey: roomKey)
+            return entry.handle
+        }
+        if let room = emptied?.close() { engine.removeRoom(room) }
+    }
+
+    /// Ends `call`: it leaves its room (removed with its last call), its WebSockets get `call_state`
+    /// ended and a close frame, and its key's account events hear of it.
+    func end(_ call: Call) throws(APIError) {
+        guard let (participant, sessions, waiters) = call.markEnded() else { throw APIError.callEnded }
+        let retention = UInt64(max(0, configuration.endedRetentionSeconds) * 1e9)
+        let emptied: RoomHandle? = state.withLockedValue { s in
+            s.live[call.apiKey]?.removeValue(forKey: call.id)
+            if s.live[call.apiKey]?.isEmpty == true { s.live.removeValue(forKey: call.apiKey) }
+            s.ended.append((UInt64(MonotonicClock.now()) + retention, call.id))
+            s.rooms[call.roomKey]?.callIDs.remove(call.id)
+            s.rooms[call.roomKey]?.members -= 1
+            guard let entry = s.rooms[call.roomKey], entry.members <= 0 else { return nil }
+            s.rooms.removeValue(forKey: call.roomKey)
+            return entry.handle
+        }
+        byParticipant.withLockedValue { _ = $0.removeValue(forKey: call.participantID) }
+        participant?.leave()
+        if let room = emptied?.close() { engine.removeRoom(room) }
+        for w in waiters { w(0) }
+        for s in sessions { s.callEnded() }
+        events.publish(apiKey: call.apiKey, state: .ended, callID: call.id)
+    }
+
+    /// Ends every call and refuses new ones (shutdown).
+    func endAll() {
+        let all = state.withLockedValue { s in
+            s.stopping = true
+            return s.live.values.flatMap(\.values)
+        }
+        for c in all { try? end(c) }
+    }
+
+    /// Forgets ended calls older than the retention. Returns how many were forgotten.
+    @discardableResult
+    func forgetExpired() -> Int {
+        let now = UInt64(MonotonicClock.now())
+        return state.withLockedValue { s in
+            var n = 0
+            while let first = s.ended.first, first.forgetAt <= now {
+                s.ended.removeFirst()
+                s.calls.removeValue(forKey: first.id)
+                n += 1
+            }
+            return n
+        }
+    }
+
+    // MARK: lookups
+
+    /// The call `id` if it belongs to `apiKey` (another key's call is "not found").
+    func call(_ id: String, apiKey: String) throws(APIError) -> Call {
+        // Exact retention whatever the housekeeping period: what has expired is forgotten first.
+        forgetExpired()
+        guard let call = state.withLockedValue({ $0.calls[id] }), call.apiKey == apiKey else { throw APIError.notFound() }
+        return call
+    }
+
+    /// The call `id`, whatever its key (the gateway's side).
+    func anyCall(_ id: String) -> Call? { state.withLockedValue { $0.calls[id] } }
+
+    /// The key's calls that have not ended, oldest first.
+    func liveCalls(apiKey: String) -> [Call] {
+        state.withLockedValue { s in s.live[apiKey].map { Array($0.values) } ?? [] }.sorted { $0.createdAt < $1.createdAt }
+    }
+
+    func liveCallCount(apiKey: String) -> Int { state.withLockedValue { $0.live[apiKey]?.count ?? 0 } }
+
+    var liveCallCount: Int { state.withLockedValue { s in s.live.values.reduce(0) { $0 + $1.count } } }
+
+    /// The other calls of `call`'s room that have not ended.
+    func others(of call: Call) -> [Call] {
+        state.withLockedValue { s in
+            (s.rooms[call.roomKey]?.callIDs ?? []).compactMap { $0 == call.id ? nil : s.calls[$0] }
+        }
+    }
+
+    /// Every call of `call`'s room that has not ended, itself included.
+    func roomCalls(of call: Call) -> [Call] {
+        state.withLockedValue { s in (s.rooms[call.roomKey]?.callIDs ?? []).compactMap { s.calls[$0] } }
+    }
+
+    static func randomToken(_ bytes: Int) -> String {
+        var g = SystemRandomNumberGenerator()
+        let digits = Array("0123456789abcdef".utf8)
+        var out = [UInt8]()
+        out.reserveCapacity(bytes * 2)
+        for _ in 0..<bytes {
+            let b = UInt8.random(in: 0...255, using: &g)
+            out.append(digits[Int(b >> 4)])
+            out.append(digits[Int(b & 15)])
+        }
+        return String(decoding: out, as: UTF8.self)
+    }
+}
+
+/// A room of the store, created in the engine by the first call that joins it, outside the store's
+/// lock (the room's own lock makes concurrent first joins create it once).
+final class RoomHandle: Sendable {
+    let nativeRate: SampleRate
+    private let room = NIOLockedValueBox<(room: Room?, closed: Bool)>((nil, false))
+
+    init(nativeRate: SampleRate) { self.nativeRate = nativeRate }
+
+    func open(engine: Engine, capacity: Int) throws(APIError) -> Room {
+        try room.withTypedLock { (r: inout (room: Room?, closed: Bool)) throws(APIError) -> Room in
+            if let existing = r.room { return existing }
+            guard !r.closed else { throw APIError(.serviceUnavailable, "engine_unavailable", "the room is closing") }
+            do throws(EngineError) {
+                let created = try engine.createRoom(nativeRate: nativeRate, capacity: capacity)
+                r.room = created
+                return created
+            } catch {
+                throw APIError(.serviceUnavailable, "engine_unavailable", error.description)
+            }
+        }
+    }
+
+    /// Closes the handle; returns the room to remove from the engine, if one was created.
+    func close() -> Room? {
+        room.withLockedValue { r in
+            r.closed = true
+            defer { r.room = nil }
+            return r.room
+        }
+    }
+}
+
+extension NIOLockedValueBox {
+    /// `withLockedValue` with typed throws.
+    func withTypedLock<R, E: Error>(_ body: (inout Value) throws(E) -> R) throws(E) -> R {
+        let result: Result<R, E> = withLockedValue { value in Result { () throws(E) -> R in try body(&value) } }
+        return try result.get()
+    }
+}

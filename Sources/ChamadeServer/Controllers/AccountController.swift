@@ -1,0 +1,52 @@
+import ChamadeCore
+import Hummingbird
+
+/// `/api/account`, `/api/voice-configs` and the plain-HTTP side of `/api/events` (SPEC §3).
+struct AccountController {
+    let core: ServerCore
+
+    func addRoutes(to router: Router<APIRequestContext>) {
+        router.get("/api/account", use: account)
+        router.get("/api/voice-configs", use: voiceConfigs)
+        router.get("/api/events", use: eventsWithoutUpgrade)
+    }
+
+    @Sendable func account(_ request: Request, context: APIRequestContext) async throws -> AccountResponse {
+        var platforms: [String: AccountResponse.PlatformInfo] = [:]
+        for p in Platform.allCases {
+            let available = p != .sip && p != .rtp
+            platforms[p.rawValue] = .init(
+                status: available ? "available" : "unavailable", nativeSampleRate: p.nativeRate.hertz,
+                capabilities: p.capabilities)
+        }
+        let c = core.configuration
+        return AccountResponse(
+            plan: "self-hosted",
+            features: [
+                "audio_in": "ready", "audio_out": "ready", "text_chat": "ready", "hosted_stt": "unavailable",
+                "hosted_tts": "unavailable", "sip": "unavailable",
+            ],
+            platforms: platforms, concurrentCalls: core.store.liveCallCount(apiKey: context.apiKey),
+            limits: .init(
+                maxCallsPerKey: c.maxCallsPerKey, maxStreamsPerCall: c.maxStreamsPerCall,
+                endedRetentionSeconds: c.endedRetentionSeconds, maxBodyBytes: ServerConfiguration.maxBodyBytes,
+                maxHeaderBytes: ServerConfiguration.maxHeaderBytes, maxAudioFrameBytes: ServerConfiguration.maxAudioBytes))
+    }
+
+    @Sendable func voiceConfigs(_ request: Request, context: APIRequestContext) async throws -> VoiceConfigList {
+        VoiceConfigList(tts: VoiceConfigs.all.filter { $0.id == "espeak-en" }, stt: VoiceConfigs.all.filter { $0.id != "espeak-en" })
+    }
+
+    @Sendable func eventsWithoutUpgrade(_ request: Request, context: APIRequestContext) async throws -> Response {
+        throw APIError.badRequest("websocket_required", "open this URL as a WebSocket")
+    }
+}
+
+/// The built-in speech presets (SPEC §7). The engines are not built into this server yet, so both
+/// are listed as not enabled and `say` answers `tts_not_configured`.
+enum VoiceConfigs {
+    static let all = [
+        VoiceConfig(id: "espeak-en", provider: "espeak-ng", language: "en", enabled: false),
+        VoiceConfig(id: "pocketsphinx-en-us", provider: "pocketsphinx", language: "en-US", enabled: false),
+    ]
+}

@@ -1,0 +1,162 @@
+import Foundation
+import Hummingbird
+
+/// `/api/call…` and `/api/calls` (SPEC §3): create, read, list and end calls, and what a call can
+/// do in its room (chat, say, stop-speaking, DTMF, typing, accept, refuse).
+struct CallController {
+    let core: ServerCore
+
+    func addRoutes(to router: Router<APIRequestContext>) {
+        router.post("/api/call", use: create)
+        router.get("/api/calls", use: list)
+        router.get("/api/call/:id", use: get)
+        router.delete("/api/call/:id", use: end)
+        router.post("/api/call/:id/chat", use: chat)
+        router.post("/api/call/:id/say", use: say)
+        router.post("/api/call/:id/stop-speaking", use: stopSpeaking)
+        router.post("/api/call/:id/dtmf", use: dtmf)
+        router.post("/api/call/:id/typing", use: typing)
+        router.post("/api/call/:id/accept", use: accept)
+        router.post("/api/call/:id/refuse", use: refuse)
+        router.get("/api/call/:id/stream", use: streamWithoutUpgrade)
+    }
+
+    @Sendable func create(_ request: Request, context: APIRequestContext) async throws -> CallObject {
+        let body = try await decodeBody(
+            CreateCallRequest.self, from: request, context: context,
+            fields: ["platform", "meeting_url", "agent_name", "transcripts", "stt_voice_config_id", "tts_voice_config_id"],
+            codeForField: CreateCallRequest.code(forField:))
+        guard let name = body.platform, let platform = Platform(rawValue: name) else {
+            throw APIError.badRequest(
+                "invalid_platform",
+                "platform is required: one of \(Platform.allCases.map(\.rawValue).joined(separator: " "))")
+        }
+        guard let url = body.meetingURL, !url.isEmpty, url.utf8.count <= 2048 else {
+            throw APIError.badRequest("invalid_meeting_url", "meeting_url is required (at most 2,048 bytes)")
+        }
+        for id in [body.sttVoiceConfigID, body.ttsVoiceConfigID].compactMap({ $0 }) {
+            guard VoiceConfigs.all.contains(where: { $0.id == id }) else {
+                throw APIError.badRequest("unknown_voice_config", "no voice config \"\(id)\": see GET /api/voice-configs")
+            }
+        }
+        switch platform {
+        case .sip:
+            throw APIError.badRequest("sip_unavailable", "SIP is not available on this server")
+        case .rtp:
+            throw APIError.badRequest("platform_unavailable", "RTP legs are not available on this server")
+        default: break
+        }
+        let agent = body.agentName.flatMap { $0.isEmpty ? nil : $0 } ?? "AI Agent"
+        guard scalarCount(agent) <= 256 else {
+            throw APIError.badRequest("invalid_agent_name", "agent_name is at most 256 characters")
+        }
+        let call = try core.store.create(apiKey: context.apiKey, platform: platform, meetingURL: url, agentName: agent)
+        return call.object(baseURL: core.baseURL)
+    }
+
+    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> CallList {
+        let base = core.baseURL
+        return CallList(calls: core.store.liveCalls(apiKey: context.apiKey).map { $0.object(baseURL: base) })
+    }
+
+    @Sendable func get(_ request: Request, context: APIRequestContext) async throws -> CallObject {
+        let call = try self.call(context)
+        var since = 0
+        if let s = request.uri.queryParameters.get("since") {
+            guard let n = Int(s), n >= 0 else { throw APIError.badRequest("invalid_since", "since must be a whole number ≥ 0") }
+            since = n
+        }
+        return call.object(baseURL: core.baseURL, since: since)
+    }
+
+    @Sendable func end(_ request: Request, context: APIRequestContext) async throws -> CallObject {
+        let call = try self.call(context)
+        try core.store.end(call)
+        return call.object(baseURL: core.baseURL)
+    }
+
+    @Sendable func chat(_ request: Request, context: APIRequestContext) async throws -> OK {
+        let call = try liveCall(context)
+        let body = try await decodeBody(
+            ChatRequest.self, from: request, context: context, fields: ["text", "sender_name"], codeForField: ChatRequest.code)
+        guard let text = body.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
+            throw APIError.badRequest("invalid_text", "text must be 1 to 10,000 characters")
+        }
+        let sender = body.senderName.flatMap { $0.isEmpty ? nil : $0 } ?? call.agentName
+        let message = WireJSON.encode(ServerMessage.Chat(sender: sender, text: text))
+        for other in core.store.others(of: call) { other.broadcast(text: message) }
+        return OK()
+    }
+
+    @Sendable func say(_ request: Request, context: APIRequestContext) async throws -> Response {
+        _ = try liveCall(context)
+        let body = try await decodeBody(
+            SayRequest.self, from: request, context: context, fields: ["text"], codeForField: SayRequest.code)
+        guard let text = body.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
+            throw APIError.badRequest("invalid_text", "text must be 1 to 10,000 characters")
+        }
+        throw APIError.badRequest(
+            "tts_not_configured", "no TTS is configured on this server: synthesize locally and send PCM on the WebSocket")
+    }
+
+    @Sendable func stopSpeaking(_ request: Request, context: APIRequestContext) async throws -> StopSpeakingResponse {
+        let call = try liveCall(context)
+        return StopSpeakingResponse(droppedMs: await core.stopSpeaking(call), spokenText: "")
+    }
+
+    @Sendable func dtmf(_ request: Request, context: APIRequestContext) async throws -> Response {
+        _ = try liveCall(context)
+        let body = try await decodeBody(
+            DTMFRequest.self, from: request, context: context, fields: ["digits"], codeForField: DTMFRequest.code)
+        guard let digits = body.digits, DTMF.isValid(digits) else {
+            throw APIError.badRequest("invalid_dtmf", "digits must be 1 to 64 of 0-9 * # A-D")
+        }
+        throw APIError.conflict("no_leg", "this call's room has no platform leg to send DTMF on")
+    }
+
+    @Sendable func typing(_ request: Request, context: APIRequestContext) async throws -> OK {
+        let call = try liveCall(context)
+        let message = WireJSON.encode(ServerMessage.Typing(sender: call.agentName))
+        for other in core.store.others(of: call) { other.broadcast(text: message) }
+        return OK()
+    }
+
+    @Sendable func accept(_ request: Request, context: APIRequestContext) async throws -> CallObject {
+        try notRinging(call(context), action: "accepted")
+    }
+
+    @Sendable func refuse(_ request: Request, context: APIRequestContext) async throws -> CallObject {
+        try notRinging(call(context), action: "refused")
+    }
+
+    @Sendable func streamWithoutUpgrade(_ request: Request, context: APIRequestContext) async throws -> Response {
+        _ = try call(context)
+        throw APIError.badRequest("websocket_required", "open this URL as a WebSocket")
+    }
+
+    // MARK: helpers
+
+    /// Only inbound calls ring, and this server has no inbound legs yet: whatever the call's state,
+    /// it is not ringing.
+    private func notRinging(_ call: Call, action: String) throws -> CallObject {
+        throw APIError.conflict("not_ringing", "only a ringing inbound call can be \(action); this one is \(call.state.rawValue)")
+    }
+
+    private func call(_ context: APIRequestContext) throws -> Call {
+        try core.store.call(context.parameters.get("id") ?? "", apiKey: context.apiKey)
+    }
+
+    private func liveCall(_ context: APIRequestContext) throws -> Call {
+        let call = try self.call(context)
+        guard call.state != .ended else { throw APIError.callEnded }
+        return call
+    }
+}
+
+/// DTMF digits as the contract takes them (SPEC §6).
+enum DTMF {
+    static func isValid(_ digits: String) -> Bool {
+        (1...64).contains(digits.unicodeScalars.count)
+            && digits.unicodeScalars.allSatisfy { "0123456789*#ABCD".unicodeScalars.contains($0) }
+    }
+}

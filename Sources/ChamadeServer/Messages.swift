@@ -1,0 +1,129 @@
+import Foundation
+
+// The WebSocket messages of SPEC §4, both ways.
+
+/// What a client sends: every field any message type uses. A field of the wrong type does not fail
+/// the whole message: it is named in `invalidField`, so it gets its own error code.
+struct ClientMessage: Decodable {
+    var type: String
+    var audio: String?
+    var sampleRate: Int?
+    var receive: Bool?
+    var text: String?
+    var name: String?
+    var digits: String?
+    /// The first field that had the wrong type, if any.
+    var invalidField: String?
+
+    enum CodingKeys: String, CodingKey {
+        case type, audio, receive, text, name, digits
+        case sampleRate = "sample_rate"
+    }
+
+    init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        type = try c.decode(String.self, forKey: .type)
+        var invalid: String?
+        func field<T: Decodable>(_ key: CodingKeys, _: T.Type) -> T? {
+            do {
+                return try c.decodeIfPresent(T.self, forKey: key)
+            } catch {
+                if invalid == nil { invalid = key.rawValue }
+                return nil
+            }
+        }
+        audio = field(.audio, String.self)
+        sampleRate = field(.sampleRate, Int.self)
+        receive = field(.receive, Bool.self)
+        text = field(.text, String.self)
+        name = field(.name, String.self)
+        digits = field(.digits, String.self)
+        invalidField = invalid
+    }
+
+    /// The `call_error` code for a field of the wrong type.
+    static func code(forField field: String) -> String {
+        switch field {
+        case "sample_rate": "unsupported_sample_rate"
+        case "audio": "invalid_audio"
+        case "text": "invalid_text"
+        case "digits": "invalid_dtmf"
+        default: "invalid_message"
+        }
+    }
+}
+
+enum ServerMessage {
+    struct State: Encodable {
+        var type = "call_state"
+        var state: CallState
+    }
+
+    struct Error: Encodable {
+        var type = "call_error"
+        var code: String
+        var message: String
+    }
+
+    struct Chat: Encodable {
+        var type = "call_chat"
+        var sender: String
+        var text: String
+    }
+
+    struct Typing: Encodable {
+        var type = "call_typing"
+        var sender: String
+    }
+
+    struct Transcript: Encodable {
+        var type = "call_transcript"
+        var speaker: String
+        var text: String
+        var participantID: String
+        var startMs: Int?
+        var endMs: Int?
+        enum CodingKeys: String, CodingKey {
+            case type, speaker, text
+            case participantID = "participant_id"
+            case startMs = "start_ms"
+            case endMs = "end_ms"
+        }
+    }
+
+    struct AudioConfig: Encodable {
+        var type = "audio_config"
+        var sampleRate: Int
+        var nativeSampleRate: Int
+        var resampling: Bool
+        var format = "pcm_s16le"
+        var channels = 1
+        var frameDurationMs = 20
+        var frameBytes: Int
+        var ready = true
+        var receive: Bool
+        enum CodingKeys: String, CodingKey {
+            case type, resampling, format, channels, ready, receive
+            case sampleRate = "sample_rate"
+            case nativeSampleRate = "native_sample_rate"
+            case frameDurationMs = "frame_duration_ms"
+            case frameBytes = "frame_bytes"
+        }
+    }
+
+    struct Cleared: Encodable {
+        var type = "cleared"
+        var droppedMs: Int
+        var spokenText = ""
+        enum CodingKeys: String, CodingKey {
+            case type
+            case droppedMs = "dropped_ms"
+            case spokenText = "spoken_text"
+        }
+    }
+
+    struct Mark: Encodable {
+        var type = "mark"
+        var name: String
+    }
+}

@@ -1,0 +1,67 @@
+/// Everything `chamade serve` can be told (SPEC §2, §9). Each field has a flag and an environment
+/// variable in the executable; a gateway that embeds the server sets them here.
+public struct ServerConfiguration: Sendable {
+    /// Address and port to listen on (port 0: any free port, reported to `onListening`).
+    public var host: String
+    public var port: Int
+    /// The API keys; a call belongs to the key that created it.
+    public var apiKeys: [String]
+    /// The URL clients reach this server at, used for `text_ws_url` (never the request's `Host`).
+    /// Default: the listening address, `http://` or `https://`.
+    public var advertisedURL: String?
+    /// PEM certificate chain and private key: with both, the server speaks HTTPS and WSS only.
+    public var tls: TLSFiles?
+    /// Seconds an ended call stays readable before it is forgotten (404).
+    public var endedRetentionSeconds: Double
+    /// Calls not ended a key may hold at once (429 `too_many_calls` beyond).
+    public var maxCallsPerKey: Int
+    /// WebSockets one call may have open at once (409 `too_many_streams` beyond).
+    public var maxStreamsPerCall: Int
+    /// Participants per room.
+    public var roomCapacity: Int
+    /// Seconds an HTTP connection may stay idle before it is closed.
+    public var idleTimeoutSeconds: Int
+
+    public struct TLSFiles: Sendable {
+        public var certificatePath: String
+        public var privateKeyPath: String
+        public init(certificatePath: String, privateKeyPath: String) {
+            self.certificatePath = certificatePath
+            self.privateKeyPath = privateKeyPath
+        }
+    }
+
+    public init(
+        host: String = "127.0.0.1", port: Int = 8787, apiKeys: [String], advertisedURL: String? = nil,
+        tls: TLSFiles? = nil, endedRetentionSeconds: Double = 3600, maxCallsPerKey: Int = 1000,
+        maxStreamsPerCall: Int = 8, roomCapacity: Int = 256, idleTimeoutSeconds: Int = 60
+    ) {
+        self.host = host
+        self.port = port
+        self.apiKeys = apiKeys
+        self.advertisedURL = advertisedURL
+        self.tls = tls
+        self.endedRetentionSeconds = endedRetentionSeconds
+        self.maxCallsPerKey = maxCallsPerKey
+        self.maxStreamsPerCall = maxStreamsPerCall
+        self.roomCapacity = roomCapacity
+        self.idleTimeoutSeconds = idleTimeoutSeconds
+    }
+
+    /// Largest HTTP request body (413 beyond).
+    public static let maxBodyBytes = 1 << 20
+    /// Largest request head: request line plus headers (431 beyond).
+    public static let maxHeaderBytes = 16 << 10
+    /// Largest audio chunk in one WebSocket message (`frame_too_large` beyond).
+    public static let maxAudioBytes = 1 << 20
+    /// Largest WebSocket message; beyond it the connection is closed (1009).
+    public static let maxMessageBytes = 16 << 20
+    /// Unread text replies a WebSocket client may leave queued before it is closed (1008).
+    public static let maxQueuedTextBytes = 1 << 20
+    /// Longest mark name, in bytes (`invalid_message` beyond).
+    public static let maxMarkNameBytes = 256
+    /// Marks waiting per call (`too_many_marks` beyond).
+    public static let maxPendingMarks = 4096
+    /// Text limits of chat and say, in Unicode scalar values.
+    public static let maxTextScalars = 10_000
+}

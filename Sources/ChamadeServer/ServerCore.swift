@@ -1,0 +1,93 @@
+import ChamadeEngine
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+
+/// What every controller and socket of one server shares: the engine, the call store, the keys,
+/// the account events and the counters. Built once by `ChamadeServer`.
+final class ServerCore: Sendable {
+    let engine: Engine
+    let configuration: ServerConfiguration
+    let keys: APIKeys
+    let events: AccountEvents
+    let store: CallStore
+    let counters = ServerCounters()
+    let metrics = ServerMetrics()
+    let logger: Logger
+    /// `http(s)://HOST:PORT` once the server listens (or the advertised URL): the base of every
+    /// `text_ws_url`, never taken from a request's `Host` header.
+    private let boundBaseURL = NIOLockedValueBox<String?>(nil)
+
+    init(engine: Engine, configuration: ServerConfiguration, logger: Logger) {
+        self.engine = engine
+        self.configuration = configuration
+        self.keys = APIKeys(configuration.apiKeys)
+        self.events = AccountEvents()
+        self.store = CallStore(engine: engine, configuration: configuration, events: events)
+        self.logger = logger
+    }
+
+    var baseURL: String {
+        if let advertised = configuration.advertisedURL { return advertised }
+        if let bound = boundBaseURL.withLockedValue({ $0 }) { return bound }
+        return "\(scheme)://\(configuration.host):\(configuration.port)"
+    }
+
+    var scheme: String { configuration.tls == nil ? "http" : "https" }
+
+    func listening(port: Int) {
+        let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
+        boundBaseURL.withLockedValue { $0 = "\(scheme)://\(host):\(port)" }
+    }
+
+    /// Routes the engine's events to the calls' sockets and waiters.
+    func route(_ event: EngineEvent) {
+        switch event {
+        case .markPlayed(let pid, let mark):
+            guard let call = store.byParticipant.withLockedValue({ $0[pid] }) else { return }
+            for s in call.withLock({ Array($0.sessions.values) }) { s.markPlayed(mark) }
+        case .cleared(let pid, _, _, let request):
+            let ms = event.droppedMilliseconds ?? 0
+            guard let call = store.byParticipant.withLockedValue({ $0[pid] }) else { return }
+            let (sessions, waiters) = call.withLock { m in
+                let ready = m.clearWaiters.filter { $0.request <= request }.map(\.resume)
+                m.clearWaiters.removeAll { $0.request <= request }
+                return (Array(m.sessions.values), ready)
+            }
+            for w in waiters { w(ms) }
+            for s in sessions { s.cleared(request: request, droppedMilliseconds: ms) }
+        case .lateTick(let shard, let ns):
+            logger.warning("late tick", metadata: ["shard": "\(shard)", "late_us": "\(ns / 1000)"])
+        case .skippedTicks(let shard, let count):
+            logger.warning("skipped ticks", metadata: ["shard": "\(shard)", "count": "\(count)"])
+        }
+    }
+
+    /// Barge-in from HTTP: clears the call's queue and waits for the engine's answer (ms dropped).
+    func stopSpeaking(_ call: Call) async -> Int {
+        await withCheckedContinuation { (c: CheckedContinuation<Int, Never>) in
+            let once = Once(c)
+            guard let participant = call.participant else { return once.resume(0) }
+            let request = participant.requestClear()
+            let registered = call.withLock { m -> Bool in
+                guard m.state != .ended else { return false }
+                m.clearWaiters.append((request, { once.resume($0) }))
+                return true
+            }
+            if !registered { once.resume(0) }
+        }
+    }
+}
+
+/// Resumes a continuation at most once.
+final class Once<T: Sendable>: Sendable {
+    private let continuation: NIOLockedValueBox<CheckedContinuation<T, Never>?>
+    init(_ c: CheckedContinuation<T, Never>) { continuation = NIOLockedValueBox(c) }
+    func resume(_ value: T) {
+        let c = continuation.withLockedValue { c in
+            defer { c = nil }
+            return c
+        }
+        c?.resume(returning: value)
+    }
+}

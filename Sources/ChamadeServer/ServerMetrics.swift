@@ -1,0 +1,82 @@
+import ChamadeEngine
+import CoreMetrics
+import NIOConcurrencyHelpers
+import Prometheus
+import Synchronization
+
+/// Counters the server's I/O paths bump without locks.
+final class ServerCounters: Sendable {
+    /// Audio frames dropped in sockets' outboxes for readers that fell a second behind.
+    let socketDroppedFrames = Atomic<Int>(0)
+    /// WebSockets open now (calls' streams and account events).
+    let openSockets = Atomic<Int>(0)
+}
+
+/// `/metrics`: the engine's lock-free counters and the server's, published through swift-metrics
+/// into a private Prometheus registry (swift-prometheus), so the library never bootstraps a
+/// process-wide metrics system. Counters advance by their delta at each refresh; each tick's
+/// processing time, drained from the engine's tick-time ring, goes into a duration histogram.
+final class ServerMetrics: Sendable {
+    let registry = PrometheusCollectorRegistry()
+    private struct Instruments: @unchecked Sendable {
+        // SAFETY: swift-metrics handlers are thread-safe; the struct is only read.
+        var calls, rooms, participants, sockets: CoreMetrics.Gauge
+        var counters: [String: CoreMetrics.Counter]
+        var tickTime: CoreMetrics.Timer
+    }
+    private let instruments: Instruments
+    private let last = NIOLockedValueBox<[String: Int]>([:])
+
+    init() {
+        var factory = PrometheusMetricsFactory(registry: registry)
+        factory.durationHistogramBuckets["chamade_tick_seconds"] = [
+            .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
+            .milliseconds(2.5), .milliseconds(5), .milliseconds(10), .milliseconds(20), .milliseconds(40),
+        ]
+        var counters: [String: CoreMetrics.Counter] = [:]
+        for name in Self.counterNames {
+            counters[name] = CoreMetrics.Counter(label: name, factory: factory)
+        }
+        instruments = Instruments(
+            calls: CoreMetrics.Gauge(label: "chamade_calls", factory: factory),
+            rooms: CoreMetrics.Gauge(label: "chamade_rooms", factory: factory),
+            participants: CoreMetrics.Gauge(label: "chamade_participants", factory: factory),
+            sockets: CoreMetrics.Gauge(label: "chamade_websockets", factory: factory),
+            counters: counters,
+            tickTime: CoreMetrics.Timer(label: "chamade_tick_seconds", factory: factory))
+    }
+
+    static let counterNames = [
+        "chamade_ticks_total", "chamade_late_ticks_total", "chamade_skipped_ticks_total",
+        "chamade_engine_dropped_blocks_total", "chamade_socket_dropped_frames_total",
+        "chamade_playout_overflow_samples_total", "chamade_bytes_in_total", "chamade_frames_out_total",
+        "chamade_lost_events_total",
+    ]
+
+    /// Brings every metric up to date, then renders the Prometheus text.
+    func render(engine: Engine, store: CallStore, counters: ServerCounters) -> String {
+        last.withLockedValue { last in
+            let s = engine.statistics()
+            instruments.calls.record(store.liveCallCount)
+            instruments.rooms.record(s.rooms)
+            instruments.participants.record(s.participants)
+            // ORDERING: relaxed loads of statistics.
+            instruments.sockets.record(counters.openSockets.load(ordering: .relaxed))
+            let values = [
+                "chamade_ticks_total": s.ticks, "chamade_late_ticks_total": s.lateTicks,
+                "chamade_skipped_ticks_total": s.skippedTicks,
+                "chamade_engine_dropped_blocks_total": s.droppedBlocks,
+                "chamade_socket_dropped_frames_total": counters.socketDroppedFrames.load(ordering: .relaxed),
+                "chamade_playout_overflow_samples_total": s.overflowSamples, "chamade_bytes_in_total": s.bytesIn,
+                "chamade_frames_out_total": s.blocksOut, "chamade_lost_events_total": s.lostEvents,
+            ]
+            for (name, value) in values {
+                let delta = value - last[name, default: 0]
+                if delta > 0 { instruments.counters[name]?.increment(by: delta) }
+                last[name] = value
+            }
+            engine.drainTickTimes { instruments.tickTime.recordNanoseconds($0) }
+        }
+        return registry.emitToString()
+    }
+}

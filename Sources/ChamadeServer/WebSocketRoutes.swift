@@ -1,0 +1,212 @@
+import ChamadeCore
+import ChamadeEngine
+import HTTPTypes
+import Hummingbird
+import HummingbirdWebSocket
+import Logging
+import NIOCore
+import NIOHTTPTypes
+import NIOWebSocket
+import Synchronization
+
+/// The two WebSocket routes: a call's stream (SPEC §4) and a key's account events (SPEC §3).
+/// Every refusal (401, 404, 409) is decided before the upgrade and answered with the contract's
+/// JSON body by `UpgradeRejection`.
+struct WebSocketRoutes: Sendable {
+    let core: ServerCore
+
+    func router() -> Router<StreamRequestContext> {
+        let router = Router(context: StreamRequestContext.self)
+        let core = self.core
+        router.ws("/api/call/:id/stream") { request, context in
+            switch core.admitStream(request.head, id: context.parameters.get("id") ?? "", channel: context.channel) {
+            case .success: return .upgrade([:])
+            case .failure(let refusal):
+                UpgradeRejection.record(refusal, for: context.channel)
+                return .dontUpgrade
+            }
+        } onUpgrade: { inbound, outbound, context in
+            await core.runStream(
+                head: context.request.head, id: context.requestContext.parameters.get("id") ?? "",
+                channel: context.requestContext.channel, inbound: inbound, outbound: outbound)
+        }
+        router.ws("/api/events") { request, context in
+            guard core.keys.match(APIKeys.presented(in: request.head, allowQuery: true)) != nil else {
+                UpgradeRejection.record(.unauthorized, for: context.channel)
+                return .dontUpgrade
+            }
+            return .upgrade([:])
+        } onUpgrade: { inbound, outbound, context in
+            await core.runEvents(
+                head: context.request.head, channel: context.requestContext.channel, inbound: inbound,
+                outbound: outbound)
+        }
+        return router
+    }
+}
+
+extension ServerCore {
+    /// Admits a stream of call `id`, or says why not. An admitted stream holds one of the call's
+    /// `maxStreamsPerCall` places until its connection closes (whether or not the upgrade completes).
+    func admitStream(_ head: HTTPRequest, id: String, channel: any Channel) -> Result<Call, APIError> {
+        guard let key = keys.match(APIKeys.presented(in: head, allowQuery: true)) else { return .failure(.unauthorized) }
+        let call: Call
+        do { call = try store.call(id, apiKey: key) } catch { return .failure(error) }
+        let limit = configuration.maxStreamsPerCall
+        let refusal: APIError? = call.withLock { m in
+            guard m.state != .ended else { return .callEnded }
+            guard m.streams < limit else {
+                return .conflict("too_many_streams", "this call already has \(limit) WebSockets open")
+            }
+            m.streams += 1
+            return nil
+        }
+        if let refusal { return .failure(refusal) }
+        channel.closeFuture.whenComplete { _ in call.withLock { $0.streams -= 1 } }
+        return .success(call)
+    }
+
+    /// Runs an admitted call stream until it closes.
+    func runStream(
+        head: HTTPRequest, id: String, channel: any Channel, inbound: WebSocketInboundStream,
+        outbound: WebSocketOutboundWriter
+    ) async {
+        guard let key = keys.match(APIKeys.presented(in: head, allowQuery: true)),
+            let call = try? store.call(id, apiKey: key)
+        else { return }
+        let outbox = Outbox(channel: channel, counters: counters)
+        guard let participant = call.participant else {
+            try? await outbound.write(.text(WireJSON.encode(ServerMessage.State(state: .ended))))
+            return
+        }
+        outbox.sizeBuffers(forFrameBytes: participant.sampleRate.blockByteCount)
+        try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
+        let session = Session(call: call, participant: participant, outbox: outbox, store: store)
+        let state: CallState? = call.withLock { m in
+            guard m.state != .ended else { return nil }
+            m.sessions[ObjectIdentifier(session)] = session
+            return m.state
+        }
+        guard let state else {
+            try? await outbound.write(.text(WireJSON.encode(ServerMessage.State(state: .ended))))
+            return
+        }
+        session.send(ServerMessage.State(state: state))
+        await serve(outbox: outbox, channel: channel, inbound: inbound, outbound: outbound) { message in
+            switch message {
+            case .binary(let buffer): session.handle(binary: buffer)
+            case .text(let text): session.handle(text: text)
+            }
+        }
+        let receiving: Bool? = call.withLock { m in
+            m.sessions.removeValue(forKey: ObjectIdentifier(session))
+            return m.state == .ended ? nil : call.refreshReceivers(&m)
+        }
+        if let receiving { participant.setReceiving(receiving) }
+        session.closed()
+    }
+
+    /// Runs an account events socket until it closes. What the client sends is ignored.
+    func runEvents(head: HTTPRequest, channel: any Channel, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter)
+        async
+    {
+        guard let key = keys.match(APIKeys.presented(in: head, allowQuery: true)) else { return }
+        let outbox = Outbox(channel: channel, counters: counters)
+        try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
+        events.subscribe(apiKey: key, outbox)
+        await serve(outbox: outbox, channel: channel, inbound: inbound, outbound: outbound) { _ in }
+        events.unsubscribe(apiKey: key, outbox)
+    }
+
+    /// Reads messages until the connection ends, while a second task closes the socket when its
+    /// outbox asks (call ended, or a client that does not read its replies). A close that cannot
+    /// be written (the client reads nothing) is cut short after a few seconds.
+    private func serve(
+        outbox: Outbox, channel: any Channel, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter,
+        _ handle: (WebSocketMessage) -> Void
+    ) async {
+        // ORDERING: relaxed; a gauge.
+        counters.openSockets.wrappingAdd(1, ordering: .relaxed)
+        defer { counters.openSockets.wrappingSubtract(1, ordering: .relaxed) }
+        await withTaskGroup(of: Void.self) { group in
+            group.addTask {
+                for await code in outbox.closeRequested {
+                    channel.eventLoop.scheduleTask(in: .seconds(5)) { channel.close(promise: nil) }
+                    try? await outbound.close(code, reason: code == .policyViolation ? "unread replies over 1 MB" : nil)
+                    return
+                }
+            }
+            do {
+                for try await message in inbound.messages(maxSize: ServerConfiguration.maxMessageBytes) {
+                    handle(message)
+                }
+            } catch {}
+            outbox.finish()
+            await group.waitForAll()
+        }
+    }
+}
+
+/// The WebSocket router's request context: Hummingbird's basic one, plus the channel, so a refusal
+/// can be recorded against it and an admitted stream can watch it close.
+struct StreamRequestContext: RequestContext, WebSocketRequestContext {
+    var coreContext: CoreRequestContextStorage
+    let webSocket: WebSocketHandlerReference<StreamRequestContext>
+    let channel: any Channel
+
+    init(source: ApplicationRequestContextSource) {
+        coreContext = .init(source: source)
+        webSocket = .init()
+        channel = source.channel
+    }
+}
+
+/// Answers a refused WebSocket upgrade with the contract's status and JSON error before any upgrade
+/// happens.
+///
+/// Hummingbird answers every refused upgrade with an empty 400, and the refused request never
+/// reaches the HTTP/1 pipeline it falls back to. So `shouldUpgrade` records why it refused, keyed
+/// by the channel, and this handler (in that fallback pipeline) swaps the empty 400 for the answer.
+final class UpgradeRejection: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
+    // SAFETY: used only on its channel's event loop.
+    typealias InboundIn = HTTPRequestPart
+    typealias InboundOut = HTTPRequestPart
+    typealias OutboundIn = HTTPResponsePart
+    typealias OutboundOut = HTTPResponsePart
+
+    private var swallowing = false
+
+    /// Refusals decided by `shouldUpgrade`, waiting for their channel's empty 400.
+    static let refusals = Mutex<[ObjectIdentifier: APIError]>([:])
+
+    static func record(_ error: APIError, for channel: any Channel) {
+        refusals.withLock { $0[ObjectIdentifier(channel)] = error }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        _ = Self.refusals.withLock { $0.removeValue(forKey: ObjectIdentifier(context.channel)) }
+        context.fireChannelInactive()
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        let part = unwrapOutboundIn(data)
+        if case .head(let head) = part, head.status == .badRequest, head.headerFields[.contentLength] == "0",
+            let error = Self.refusals.withLock({ $0.removeValue(forKey: ObjectIdentifier(context.channel)) })
+        {
+            swallowing = true
+            let body = ByteBuffer(string: error.body)
+            let replaced = HTTPResponse(
+                status: error.status,
+                headerFields: [.contentType: "application/json", .contentLength: "\(body.readableBytes)", .connection: "close"])
+            context.write(wrapOutboundOut(.head(replaced)), promise: nil)
+            context.write(wrapOutboundOut(.body(body)), promise: promise)
+            return
+        }
+        if swallowing, case .body = part {
+            promise?.succeed()
+            return
+        }
+        if case .end = part { swallowing = false }
+        context.write(data, promise: promise)
+    }
+}
