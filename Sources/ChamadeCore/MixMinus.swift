@@ -53,6 +53,30 @@ public enum MixMinus {
         for i in 0..<n { t[i] &+= Int32(s[i]) }
     }
 
+    /// total[i] += block[i], for 32-bit partial sums (a rate group's converted share).
+    @inlinable
+    public static func add(_ block: UnsafeBufferPointer<Int32>, into total: UnsafeMutableBufferPointer<Int32>) {
+        let n = min(block.count, total.count)
+        guard n > 0 else { return }
+        let t = total.baseAddress!
+        let s = block.baseAddress!
+        for i in 0..<n { t[i] &+= s[i] }
+    }
+
+    /// out[i] = a[i] + b[i].
+    @inlinable
+    public static func sum(
+        _ a: UnsafeBufferPointer<Int32>, _ b: UnsafeBufferPointer<Int32>, into out: UnsafeMutableBufferPointer<Int32>
+    ) {
+        let n = out.count
+        precondition(a.count >= n && b.count >= n, "buffers too short")
+        guard n > 0 else { return }
+        let o = out.baseAddress!
+        let x = a.baseAddress!
+        let y = b.baseAddress!
+        for i in 0..<n { o[i] = x[i] &+ y[i] }
+    }
+
     /// out[i] = saturate16(total[i] - own[i]).
     @inlinable
     public static func subtract(

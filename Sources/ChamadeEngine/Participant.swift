@@ -108,6 +108,7 @@ public final class Participant: Sendable {
             return e.decoder.decode(bytes, into: &e.inProducer)
         }
         if dropped > 0 { overflowSamples.wrappingAdd(dropped, ordering: .relaxed) }
+        if written > 0 { room.core.wake() }
         return PushResult(acceptedSampleCount: written, droppedSampleCount: dropped)
     }
 
@@ -139,6 +140,7 @@ public final class Participant: Sendable {
             if e.state.inbound.readCount() >= position { return Mark(id: id, isReached: true) }
             // A full mark queue (4096 pending) reports the mark as reached rather than lose it.
             let queued = e.markProducer.push(MarkRecord(position: position, id: id))
+            if queued { room.core.wake() }
             return Mark(id: id, isReached: !queued)
         }
     }
@@ -155,6 +157,7 @@ public final class Participant: Sendable {
             let state = e.state
             // ORDERING: the position is stored before the release increment that publishes it.
             state.clearBefore.max(state.inbound.writtenCount(), ordering: .relaxed)
+            defer { room.core.wake() }
             return state.clearRequest.wrappingAdd(1, ordering: .releasing).newValue
         }
     }
@@ -163,6 +166,7 @@ public final class Participant: Sendable {
     public func setReceiving(_ on: Bool) {
         // ORDERING: relaxed; the tick samples the flag once per block.
         outbound.withLock { $0.end?.state.receiving.store(on, ordering: .relaxed) }
+        room.core.wake()
     }
 
     /// Takes the oldest queued block of its mix-minus (exactly `sampleRate.blockSampleCount`

@@ -9,40 +9,96 @@ struct MarkRecord: Sendable {
     var id: UInt64
 }
 
-/// The shared conversion of a room's total to one receive rate: one converter per rate per room,
-/// not one per listener (conversion is linear, so a listener hears convert(total) − convert(own)).
-/// Created off the tick, handed over by a command, retired off the tick.
-final class RateLane: @unchecked Sendable {
+/// The participants of a room at one non-native rate, and the two converters they share.
+///
+/// Conversion is linear, so a group needs no converter per member: its members' blocks are summed
+/// exactly at their own rate (`sum`, 32 bits), that sum is converted up to the room's rate once per
+/// tick (`up`, added to the room's total), and what everyone outside the group sent
+/// (`total − up(sum)`) is converted down once per tick (`down`). A member hears
+/// `saturate(sum − own + down)`: the rest of its group bit for bit with no delay, everyone else
+/// through exactly the converters a private chain would use. So a room costs at most two
+/// conversions per non-native rate per tick, whatever the number of talkers or listeners.
+///
+/// Each converter runs only while its input can be non-zero or its filter is still draining;
+/// after `upDrainBlocks` / `downDrainBlocks` silent blocks its output is exactly zero and its state
+/// equals a fresh converter's, so it is skipped (silence costs nothing).
+///
+/// Created off the tick (it allocates the converters), handed over by a command, kept by the room
+/// while it has members or its up-converter is still draining (so a member leaving or changing rate
+/// never cuts a filter tail that others hear), then retired off the tick.
+final class RateGroup: @unchecked Sendable {
     // SAFETY: touched only by the tick that owns the room, after the command that handed it over.
     let rate: SampleRate
-    var converter: SampleRateConverter
-    /// convert(total) for the current tick, in libsamplerate's Float scale.
-    let converted: UnsafeMutableBufferPointer<Float>
-    /// `converted` rounded to Int16: what every silent listener at this rate hears.
+    /// rate → native: the group's sum, into the room's total.
+    var up: SampleRateConverter
+    /// native → rate: everyone outside the group, for its members.
+    var down: SampleRateConverter
+
+    /// Σ of the members' blocks that had sound this tick (valid when `sumTick` is this tick).
+    let sum: UnsafeMutableBufferPointer<Int32>
+    /// up(sum), rounded, at the native rate (valid while `upActive`).
+    let upBlock: UnsafeMutableBufferPointer<Int32>
+    /// down(total − up(sum)), rounded, at the group's rate (valid while `downLive`).
+    let downBlock: UnsafeMutableBufferPointer<Int32>
+    /// sum + downBlock, when both are live.
+    let mix: UnsafeMutableBufferPointer<Int32>
+    /// saturate(heard): what every member that did not talk this tick hears.
     let shared: UnsafeMutableBufferPointer<Int16>
-    /// Participants at this rate in the room (tick-owned count).
-    var participantCount = 0
-    /// The tick `converted` was last computed for; `sharedTick` likewise for `shared`.
-    var computedTick: UInt64 = 0
+    let floatIn: UnsafeMutableBufferPointer<Float>
+    let floatOut: UnsafeMutableBufferPointer<Float>
+
+    /// Participants in the group (tick-owned count).
+    var memberCount = 0
+    /// The tick `sum` was last started for (a member had sound); `receiveTick`: a member received.
+    var sumTick: UInt64 = 0
+    var receiveTick: UInt64 = 0
+    /// Consecutive ticks without sound in the group; the up-converter runs while < `upDrainBlocks`.
+    var upSilentBlocks: Int
+    let upDrainBlocks: Int
+    var upActive = false
+    /// The tick the down-converter was last visited for (reset when a tick was missed: nobody in
+    /// the group received, so it missed blocks and must start clean, as a private converter would).
+    var downTick: UInt64 = 0
+    /// Consecutive ticks nobody outside the group could be heard; runs while < `downDrainBlocks`.
+    var downSilentBlocks: Int
+    let downDrainBlocks: Int
+    var downLive = false
+    /// What members hear before subtracting their own block this tick (nil: exact silence).
+    var heard: UnsafeMutableBufferPointer<Int32>?
     var sharedTick: UInt64 = 0
-    /// Consecutive ticks the total was silent; once past `drainBlocks` the output is exactly zero.
-    var silentBlocks: Int
-    let drainBlocks: Int
 
     init(native: SampleRate, rate: SampleRate, quality: ConverterQuality) throws(SampleRateConverter.Error) {
         self.rate = rate
-        self.converter = try SampleRateConverter(from: native, to: rate, quality: quality)
-        self.converted = .allocate(capacity: rate.blockSampleCount)
-        converted.initialize(repeating: 0)
-        self.shared = .allocate(capacity: rate.blockSampleCount)
-        shared.initialize(repeating: 0)
-        self.drainBlocks = drainBlockCount(delays: [converter.delaySampleCount], blocks: [rate.blockSampleCount])
-        self.silentBlocks = drainBlocks
+        self.up = try SampleRateConverter(from: rate, to: native, quality: quality)
+        self.down = try SampleRateConverter(from: native, to: rate, quality: quality)
+        func zeroed<T: Numeric & BitwiseCopyable>(_ n: Int, _: T.Type) -> UnsafeMutableBufferPointer<T> {
+            let b = UnsafeMutableBufferPointer<T>.allocate(capacity: n)
+            b.initialize(repeating: 0)
+            return b
+        }
+        let n = rate.blockSampleCount
+        sum = zeroed(n, Int32.self)
+        upBlock = zeroed(native.blockSampleCount, Int32.self)
+        downBlock = zeroed(n, Int32.self)
+        mix = zeroed(n, Int32.self)
+        shared = zeroed(n, Int16.self)
+        let widest = max(n, native.blockSampleCount)
+        floatIn = zeroed(widest, Float.self)
+        floatOut = zeroed(widest, Float.self)
+        upDrainBlocks = drainBlockCount(delays: [up.delaySampleCount], blocks: [native.blockSampleCount])
+        downDrainBlocks = drainBlockCount(delays: [down.delaySampleCount], blocks: [n])
+        upSilentBlocks = upDrainBlocks
+        downSilentBlocks = downDrainBlocks
     }
 
     deinit {
-        converted.deallocate()
+        sum.deallocate()
+        upBlock.deallocate()
+        downBlock.deallocate()
+        mix.deallocate()
         shared.deallocate()
+        floatIn.deallocate()
+        floatOut.deallocate()
     }
 }
 
@@ -56,9 +112,9 @@ func drainBlockCount(delays: [Int], blocks: [Int]) -> Int {
     return n
 }
 
-/// Everything the tick keeps for one participant in one room: its ring ends on the tick side,
-/// its converters and its buffers. Created off the tick (it allocates), handed to the tick by a
-/// command, and retired to a non-real-time thread that frees it.
+/// Everything the tick keeps for one participant in one room: its ring ends on the tick side and
+/// its block buffers (its conversions belong to its rate group). Created off the tick (it
+/// allocates), handed to the tick by a command, and retired to a non-real-time thread that frees it.
 ///
 /// The I/O side of the same rings lives in `Participant` (the public handle).
 final class ParticipantState: @unchecked Sendable {
@@ -75,20 +131,14 @@ final class ParticipantState: @unchecked Sendable {
     var inConsumer: SPSCRing<Int16>.Consumer
     var markConsumer: SPSCRing<MarkRecord>.Consumer
     var outProducer: BlockRing.Producer
-    var inConverter: SampleRateConverter
-    /// Converts this participant's own row back to its rate, only while it is contributing.
-    var outConverter: SampleRateConverter
-    /// Set when the participant contributed without receiving: its output converter missed blocks
-    /// and must start clean (as a private converter created now would) when it receives again.
-    var outConverterStale = false
-    /// The lane converting the room's total to this participant's rate (nil at the native rate).
-    var lane: Unmanaged<RateLane>?
+    /// The group of this participant's rate (nil at the native rate). Held by the room.
+    var group: Unmanaged<RateGroup>?
 
-    let drainBlocks: Int
-    /// Consecutive ticks whose input was silent (nothing queued, or only exact zeros); the participant
-    /// contributes while this is < `drainBlocks`. Converting zeros from a drained converter gives
-    /// exactly zero, so a participant streaming digital silence costs no conversion.
-    var silentBlocks: Int
+    /// Whether this tick's block had sound (a non-zero sample): only then is it added to the mix,
+    /// and only then does the participant need its own block subtracted. Digital silence costs nothing.
+    var talking = false
+    /// The receive flag, sampled once at the start of the tick.
+    var receivingThisTick = false
     /// Consecutive ticks that found nothing queued (data presence, not content): tells a stream
     /// that underran from one that ended.
     var emptyTicks = 2
@@ -99,11 +149,9 @@ final class ParticipantState: @unchecked Sendable {
     var underrunDebt = 0
     var seenClearRequest: UInt64 = 0
 
+    /// This tick's block at the participant's rate (zero-padded when it talked and underran).
     let inBlock: UnsafeMutableBufferPointer<Int16>
-    let row: UnsafeMutableBufferPointer<Int16>
     let outBlock: UnsafeMutableBufferPointer<Int16>
-    let floatIn: UnsafeMutableBufferPointer<Float>
-    let floatOut: UnsafeMutableBufferPointer<Float>
 
     // Shared with the I/O side.
     let receiving: Atomic<Bool>
@@ -115,22 +163,15 @@ final class ParticipantState: @unchecked Sendable {
     /// Blocks the tick queued.
     let outboundQueued = Atomic<Int>(0)
 
-    var contributing: Bool { silentBlocks < drainBlocks }
-
     /// Outbound queue: 64 blocks (1.28 s); the reader keeps it to the newest 50 (1 s).
     static let outboundBlockCapacity = 64
     /// Mark queue per participant.
     static let markCapacity = 4096
 
-    init(
-        id: ParticipantID, rate: SampleRate, native: SampleRate, receiving: Bool, quality: ConverterQuality,
-        playoutSeconds: Int
-    ) throws(SampleRateConverter.Error) {
+    init(id: ParticipantID, rate: SampleRate, native: SampleRate, receiving: Bool, playoutSeconds: Int) {
         self.id = id
         self.rate = rate
         self.native = native
-        self.inConverter = try SampleRateConverter(from: rate, to: native, quality: quality)
-        self.outConverter = try SampleRateConverter(from: native, to: rate, quality: quality)
         // The queue holds at least `playoutSeconds`, plus one block of slack.
         self.inbound = SPSCRing(capacity: rate.hertz * playoutSeconds + rate.blockSampleCount)
         self.marks = SPSCRing(capacity: Self.markCapacity)
@@ -139,28 +180,14 @@ final class ParticipantState: @unchecked Sendable {
         self.markConsumer = marks.takeConsumer()
         self.outProducer = outbound.takeProducer()
         self.receiving = Atomic(receiving)
-        self.drainBlocks = drainBlockCount(
-            delays: [inConverter.delaySampleCount, outConverter.delaySampleCount],
-            blocks: [native.blockSampleCount, rate.blockSampleCount])
-        self.silentBlocks = drainBlocks
-        let widest = max(rate.blockSampleCount, native.blockSampleCount)
-        func zeroed<T: Numeric & BitwiseCopyable>(_ n: Int, _: T.Type) -> UnsafeMutableBufferPointer<T> {
-            let b = UnsafeMutableBufferPointer<T>.allocate(capacity: n)
-            b.initialize(repeating: 0)
-            return b
-        }
-        self.inBlock = zeroed(rate.blockSampleCount, Int16.self)
-        self.row = zeroed(native.blockSampleCount, Int16.self)
-        self.outBlock = zeroed(rate.blockSampleCount, Int16.self)
-        self.floatIn = zeroed(widest, Float.self)
-        self.floatOut = zeroed(widest, Float.self)
+        inBlock = .allocate(capacity: rate.blockSampleCount)
+        inBlock.initialize(repeating: 0)
+        outBlock = .allocate(capacity: rate.blockSampleCount)
+        outBlock.initialize(repeating: 0)
     }
 
     deinit {
         inBlock.deallocate()
-        row.deallocate()
         outBlock.deallocate()
-        floatIn.deallocate()
-        floatOut.deallocate()
     }
 }

@@ -68,8 +68,8 @@ public final class Room: Sendable {
         try mirror.withLock { (m: inout Mirror) throws(EngineError) in
             guard !m.closed else { throw .roomClosed }
             guard m.participants < capacity else { throw .roomFull(capacity: capacity) }
-            let lane = try laneIfNeeded(for: rate, in: m)
-            _ = core.send(.add(Unmanaged.passRetained(state), lane: lane.map { Unmanaged.passRetained($0) }))
+            let group = try groupIfNeeded(for: rate, in: m)
+            _ = core.send(.add(Unmanaged.passRetained(state), group: group.map { Unmanaged.passRetained($0) }))
             m.participants += 1
             m.participantsPerRate[rate.hertz, default: 0] += 1
         }
@@ -78,21 +78,21 @@ public final class Room: Sendable {
         return participant
     }
 
+    /// A participant's tick-side state. Its conversions belong to its rate group, so this makes no
+    /// converter and cannot fail today; it keeps its throwing signature for `Participant`.
     func makeState(id: ParticipantID, rate: SampleRate, receiving: Bool) throws(EngineError) -> ParticipantState {
-        do {
-            return try ParticipantState(
-                id: id, rate: rate, native: nativeRate, receiving: receiving,
-                quality: engine.configuration.quality, playoutSeconds: engine.configuration.playoutSeconds)
-        } catch {
-            throw .converter(error)
-        }
+        ParticipantState(
+            id: id, rate: rate, native: nativeRate, receiving: receiving,
+            playoutSeconds: engine.configuration.playoutSeconds)
     }
 
-    /// A new shared lane for `rate` when the room has none (nobody at that rate), else nil.
-    private func laneIfNeeded(for rate: SampleRate, in m: borrowing Mirror) throws(EngineError) -> RateLane? {
+    /// A new rate group for `rate` when the room has nobody at that rate (as far as commands sent so
+    /// far say), else nil. The tick keeps the offer only if it has no group for the rate, not even
+    /// one still draining; otherwise it retires it.
+    private func groupIfNeeded(for rate: SampleRate, in m: borrowing Mirror) throws(EngineError) -> RateGroup? {
         guard rate != nativeRate, m.participantsPerRate[rate.hertz, default: 0] == 0 else { return nil }
         do {
-            return try RateLane(native: nativeRate, rate: rate, quality: engine.configuration.quality)
+            return try RateGroup(native: nativeRate, rate: rate, quality: engine.configuration.quality)
         } catch {
             throw .converter(error)
         }
@@ -102,10 +102,11 @@ public final class Room: Sendable {
         try mirror.withLock { (m: inout Mirror) throws(EngineError) in
             guard !m.closed else { throw .roomClosed }
             m.participantsPerRate[old.rate.hertz, default: 1] -= 1
-            // The tick removes `old` (perhaps retiring its lane) before installing `new`.
-            let lane = try laneIfNeeded(for: new.rate, in: m)
+            // The tick removes `old` (its group, if left empty, drains and then goes) before
+            // installing `new` in its new rate's group.
+            let group = try groupIfNeeded(for: new.rate, in: m)
             _ = core.send(
-                .replace(old: old.id, new: Unmanaged.passRetained(new), lane: lane.map { Unmanaged.passRetained($0) }))
+                .replace(old: old.id, new: Unmanaged.passRetained(new), group: group.map { Unmanaged.passRetained($0) }))
             m.participantsPerRate[new.rate.hertz, default: 0] += 1
         }
     }

@@ -28,25 +28,34 @@ struct EventSink: ~Copyable {
 
 /// Changes to a room, sent by any thread and applied by the room's tick at its start.
 enum RoomCommand: Sendable {
-    case add(Unmanaged<ParticipantState>, lane: Unmanaged<RateLane>?)
+    /// `group` is a new rate group, offered when the sender knows of nobody else at that rate (the
+    /// tick keeps it unless the room still has one for the rate, e.g. one draining after its last
+    /// member left, and then retires the offer).
+    case add(Unmanaged<ParticipantState>, group: Unmanaged<RateGroup>?)
     case remove(ParticipantID)
     /// A rate change: `new` takes `old`'s place (queued audio at the old rate is dropped).
-    case replace(old: ParticipantID, new: Unmanaged<ParticipantState>, lane: Unmanaged<RateLane>?)
+    case replace(old: ParticipantID, new: Unmanaged<ParticipantState>, group: Unmanaged<RateGroup>?)
 }
 
 /// What a tick hands back to be freed off the tick.
 enum Retired: Sendable {
     case participant(Unmanaged<ParticipantState>)
-    case lane(Unmanaged<RateLane>)
+    case group(Unmanaged<RateGroup>)
 }
 
-/// A room on the tick side: its participants, its shared rate lanes, and the tick itself.
+/// A room on the tick side: its participants, its rate groups, and the tick itself.
 ///
 /// The tick (`tick(events:)`) runs on one clock thread. It allocates nothing, takes no lock and
-/// retains nothing: participants are held as `Unmanaged` references owned by the room (+1 from the
-/// `add` command until they are retired), and only borrowed in the loops. Changes come in through
-/// `commands` (many producers serialised by a mutex the tick never takes) and leave through
-/// `retired` (drained and freed by the engine's housekeeping).
+/// retains nothing: participants and groups are held as `Unmanaged` references owned by the room
+/// (+1 from the command that brought them until they are retired), and only borrowed in the loops.
+/// Changes come in through `commands` (many producers serialised by a mutex the tick never takes)
+/// and leave through `retired` (drained and freed by the engine's housekeeping).
+///
+/// Mixing by rate group (see `RateGroup`, docs/design/rate-groups.md): the room's 32-bit `total`
+/// at the native rate is the sum of its native-rate talkers plus one up-conversion per group that
+/// talks; a native-rate participant hears `saturate(total − own)`, a member of group g hears
+/// `saturate(Σ_g − own + down_g(total − up_g(Σ_g)))`. Conversion work is at most two calls per
+/// non-native rate per tick, whatever the number of talkers and listeners.
 final class RoomCore: @unchecked Sendable {
     // SAFETY: tick-side fields are used only by the owning clock thread; the command producer is
     // behind a lock; the retire consumer is used only under the engine's housekeeping lock.
@@ -63,22 +72,35 @@ final class RoomCore: @unchecked Sendable {
 
     let slots: UnsafeMutablePointer<Unmanaged<ParticipantState>>
     var slotCount = 0
-    let lanes: UnsafeMutablePointer<Unmanaged<RateLane>>
-    var laneCount = 0
-    let contributors: UnsafeMutablePointer<Unmanaged<ParticipantState>>
+    /// Groups with members, plus groups whose up-converter still drains after their last member
+    /// left. Non-empty groups never outnumber the participants, so `groupCapacity` slots (more than
+    /// `capacity`) always leave room, if need be by retiring an empty draining group early.
+    let groups: UnsafeMutablePointer<Unmanaged<RateGroup>>
+    var groupCount = 0
+    let groupCapacity: Int
 
+    /// Σ native-rate talkers + Σ up(group sums), at the native rate, 32 bits.
     let total: UnsafeMutableBufferPointer<Int32>
+    /// Whether `total` may hold non-zero samples (it is zeroed lazily, once, when it goes quiet).
+    var totalDirty = false
     let totalFloat: UnsafeMutableBufferPointer<Float>
     let sharedNative: UnsafeMutableBufferPointer<Int16>
     var sharedNativeTick: UInt64 = 0
     var totalFloatTick: UInt64 = 0
-    /// Ticks since the last one with any contributor.
-    var totalSilentBlocks = Int.max / 2
+
+    /// Set by I/O threads after anything that may need the tick (audio pushed, a mark, a clear, the
+    /// receive flag, a command: `wake()`); taken by the tick. A quiet room (see `quiet`) skips its
+    /// ticks until it is set, so it costs one load per tick instead of a pass over its participants
+    /// (measured: that pass is cache misses on every participant's state and rings, ≈ 0.45 µs each).
+    let wakeRequested = Atomic<Bool>(true)
+    /// The last tick found nothing to do and nothing in flight: no talker, no receiver, no converter
+    /// draining, every stream ended (no underrun debt), no pending mark, no command.
+    var quiet = false
 
     /// Ticks run; stamps outbound blocks (read by I/O threads to skip stale blocks).
     var tickIndex: UInt64 = 0
     let publishedTick = Atomic<UInt64>(0)
-    /// Converter calls made by ticks (for tests: cost follows talkers).
+    /// Converter calls made by ticks (for tests and the bench: cost follows rate groups).
     let converterCalls = Atomic<Int>(0)
     /// Converter calls of the last tick.
     var converterCallsThisTick = 0
@@ -91,12 +113,14 @@ final class RoomCore: @unchecked Sendable {
         commands = SPSCRing(capacity: 2 * capacity + 16)
         commandProducer = Locked(commands.takeProducer())
         commandConsumer = commands.takeConsumer()
-        retired = SPSCRing(capacity: 4 * capacity + 16, prefault: true)
+        // Each command retires at most three objects (a participant, an offered group, an evicted
+        // group) and each group is retired once.
+        retired = SPSCRing(capacity: 8 * capacity + 64, prefault: true)
         retireProducer = retired.takeProducer()
         retireConsumer = retired.takeConsumer()
         slots = .allocate(capacity: capacity)
-        lanes = .allocate(capacity: capacity)
-        contributors = .allocate(capacity: capacity)
+        groupCapacity = capacity + 8
+        groups = .allocate(capacity: groupCapacity)
         let n = native.blockSampleCount
         total = .allocate(capacity: n)
         total.initialize(repeating: 0)
@@ -108,12 +132,11 @@ final class RoomCore: @unchecked Sendable {
 
     deinit {
         for i in 0..<slotCount { slots[i].release() }
-        for i in 0..<laneCount { lanes[i].release() }
+        for i in 0..<groupCount { groups[i].release() }
         drainRetired()
         while let c = commandConsumer.pop() { Self.release(c) }
         slots.deallocate()
-        lanes.deallocate()
-        contributors.deallocate()
+        groups.deallocate()
         total.deallocate()
         totalFloat.deallocate()
         sharedNative.deallocate()
@@ -121,9 +144,9 @@ final class RoomCore: @unchecked Sendable {
 
     private static func release(_ command: RoomCommand) {
         switch command {
-        case .add(let p, let lane), .replace(_, let p, let lane):
+        case .add(let p, let group), .replace(_, let p, let group):
             p.release()
-            lane?.release()
+            group?.release()
         case .remove: break
         }
     }
@@ -131,20 +154,31 @@ final class RoomCore: @unchecked Sendable {
     /// Sends a command to the tick. Any thread; never called by the tick. Returns false if the
     /// command ring is full (cannot happen within capacity: joins are admitted against it).
     func send(_ command: RoomCommand) -> Bool {
-        commandProducer.withLock { $0.push(command) }
+        let sent = commandProducer.withLock { $0.push(command) }
+        wake()
+        return sent
+    }
+
+    /// Tells the tick that the room may have work (call after the ring write it concerns). Any
+    /// thread; never blocks.
+    func wake() {
+        // ORDERING: release, after the caller's ring write: a tick that takes the flag (acquire
+        // exchange) sees that write. A store always, never load-then-store: a skipped store could
+        // race with the tick clearing the flag and leave the write unseen by a sleeping room.
+        wakeRequested.store(true, ordering: .releasing)
     }
 
     /// Releases everything the room holds once its shard has retired it (no tick will run it again):
-    /// participants, lanes, pending commands. Housekeeping only. Without this, a participant that
+    /// participants, groups, pending commands. Housekeeping only. Without this, a participant that
     /// left after its room was removed would stay in the room's slots until the room object dies.
     func dispose() {
         for i in 0..<slotCount {
-            slots[i]._withUnsafeGuaranteedRef { $0.lane = nil }
+            slots[i]._withUnsafeGuaranteedRef { $0.group = nil }
             slots[i].release()
         }
         slotCount = 0
-        for i in 0..<laneCount { lanes[i].release() }
-        laneCount = 0
+        for i in 0..<groupCount { groups[i].release() }
+        groupCount = 0
         while let c = commandConsumer.pop() { Self.release(c) }
         drainRetired()
     }
@@ -154,14 +188,14 @@ final class RoomCore: @unchecked Sendable {
         while let r = retireConsumer.pop() {
             switch r {
             case .participant(let p): p.release()
-            case .lane(let l): l.release()
+            case .group(let g): g.release()
             }
         }
     }
 
     private func retire(_ r: Retired) {
-        // The retire ring holds four per slot, so it cannot fill while housekeeping runs; if it ever
-        // did, leaking is safer than freeing on the tick.
+        // The retire ring holds eight per slot, so it cannot fill while housekeeping runs; if it
+        // ever did, leaking is safer than freeing on the tick.
         _ = retireProducer.push(r)
     }
 
@@ -174,51 +208,93 @@ final class RoomCore: @unchecked Sendable {
         // ORDERING: relaxed; readers use it only to judge staleness, block by block.
         publishedTick.store(tickIndex, ordering: .relaxed)
         converterCallsThisTick = 0
-        guard slotCount > 0 else { return }
+        guard slotCount > 0 || groupCount > 0 else { return }
+        // ORDERING: relaxed peek; the exchange below is the acquire that pairs with `wake()`.
+        if wakeRequested.load(ordering: .relaxed) {
+            _ = wakeRequested.exchange(false, ordering: .acquiring)
+        } else if quiet {
+            return
+        }
+        var busy = false
 
-        // 1. Inputs: clears, one block each, marks, conversion to the native rate while contributing.
-        var contributorCount = 0
+        if totalDirty {
+            total.baseAddress!.update(repeating: 0, count: total.count)
+            totalDirty = false
+        }
+
+        // 1. Inputs: clears, one block each, marks; blocks with sound summed exactly at their rate
+        //    (native talkers straight into the total, the others into their group's sum).
+        var nativeTalked = false
         for i in 0..<slotCount {
-            let contributing = slots[i]._withUnsafeGuaranteedRef { takeInput($0, events: &events) }
-            if contributing {
-                contributors[contributorCount] = slots[i]
-                contributorCount += 1
+            slots[i]._withUnsafeGuaranteedRef { s in
+                takeInput(s, events: &events)
+                if s.talking || s.receivingThisTick || s.emptyTicks < 2 || s.underrunDebt > 0 || s.pendingMark != nil {
+                    busy = true
+                }
+                if let groupRef = s.group {
+                    groupRef._withUnsafeGuaranteedRef { g in
+                        if s.receivingThisTick { g.receiveTick = tickIndex }
+                        guard s.talking else { return }
+                        if g.sumTick != tickIndex {
+                            g.sumTick = tickIndex
+                            g.sum.baseAddress!.update(repeating: 0, count: g.sum.count)
+                        }
+                        MixMinus.add(UnsafeBufferPointer(s.inBlock), into: g.sum)
+                    }
+                } else if s.talking {
+                    MixMinus.add(UnsafeBufferPointer(s.inBlock), into: total)
+                    nativeTalked = true
+                }
+            }
+        }
+        if nativeTalked { totalDirty = true }
+
+        // 2. One up-conversion per group that talks (or drains), into the total.
+        var upActiveCount = 0
+        for i in 0..<groupCount where groups[i]._withUnsafeGuaranteedRef({ convertUp($0) }) {
+            upActiveCount += 1
+        }
+
+        // 3. One down-conversion per group that has a receiver and can hear someone outside it; then
+        //    what its members hear. Empty groups whose up-converter has drained are retired.
+        var i = 0
+        while i < groupCount {
+            let g = groups[i]
+            let finished = g._withUnsafeGuaranteedRef { group -> Bool in
+                let othersActive = nativeTalked || upActiveCount - (group.upActive ? 1 : 0) > 0
+                prepareHearing(group, othersActive: othersActive)
+                return group.memberCount == 0 && !group.upActive
+            }
+            if finished {
+                groupCount -= 1
+                groups[i] = groups[groupCount]
+                retire(.group(g))
+            } else {
+                i += 1
             }
         }
 
-        // 2. The total, over contributors only: work follows talkers.
-        let n = native.blockSampleCount
-        if contributorCount > 0 {
-            total.baseAddress!.update(repeating: 0, count: n)
-            for c in 0..<contributorCount {
-                contributors[c]._withUnsafeGuaranteedRef { MixMinus.add(UnsafeBufferPointer($0.row), into: total) }
-            }
-            totalSilentBlocks = 0
-        } else if totalSilentBlocks == 0 {
-            total.baseAddress!.update(repeating: 0, count: n)
-            totalSilentBlocks = 1
-        } else {
-            totalSilentBlocks += 1
-        }
-
-        // 3. Outputs, per receiving participant.
+        // 4. Outputs, per receiving participant.
         for i in 0..<slotCount {
             slots[i]._withUnsafeGuaranteedRef { deliver($0, events: &events) }
         }
         // ORDERING: relaxed; a statistic.
         converterCalls.wrappingAdd(converterCallsThisTick, ordering: .relaxed)
+        // Quiet: the next ticks would change nothing (every counter is saturated, every converter
+        // drained or idle), so they are skipped until an I/O thread or a command wakes the room.
+        quiet = !busy && upActiveCount == 0 && !nativeTalked
     }
 
     private func applyCommands(events: inout EventSink) {
         while let command = commandConsumer.pop() {
             switch command {
-            case .add(let p, let lane):
-                install(p, lane: lane)
+            case .add(let p, let group):
+                install(p, group: group)
             case .remove(let id):
                 if let index = slotIndex(of: id) { removeSlot(at: index, events: &events) }
-            case .replace(let old, let new, let lane):
+            case .replace(let old, let new, let group):
                 if let index = slotIndex(of: old) { removeSlot(at: index, events: &events) }
-                install(new, lane: lane)
+                install(new, group: group)
             }
         }
     }
@@ -228,31 +304,65 @@ final class RoomCore: @unchecked Sendable {
         return nil
     }
 
-    private func install(_ p: Unmanaged<ParticipantState>, lane offered: Unmanaged<RateLane>?) {
+    private func install(_ p: Unmanaged<ParticipantState>, group offered: Unmanaged<RateGroup>?) {
         guard slotCount < capacity else {
             retire(.participant(p))
-            if let offered { retire(.lane(offered)) }
+            if let offered { retire(.group(offered)) }
             return
         }
-        p._withUnsafeGuaranteedRef { state in
-            guard state.rate != native else { return }
-            var found: Unmanaged<RateLane>?
-            for l in 0..<laneCount where lanes[l]._withUnsafeGuaranteedRef({ $0.rate == state.rate }) {
-                found = lanes[l]
+        let placed = p._withUnsafeGuaranteedRef { state -> Bool in
+            guard state.rate != native else {
+                if let offered { retire(.group(offered)) }
+                return true
             }
-            if found == nil, let offered {
-                lanes[laneCount] = offered
-                laneCount += 1
-                found = offered
+            var found: Unmanaged<RateGroup>?
+            for g in 0..<groupCount where groups[g]._withUnsafeGuaranteedRef({ $0.rate == state.rate }) {
+                found = groups[g]
+            }
+            if found != nil {
+                // A group still draining after its last member left is reused: its converters'
+                // state is the room's history at this rate, as a private converter's would be.
+                if let offered { retire(.group(offered)) }
             } else if let offered {
-                retire(.lane(offered))
+                if groupCount == groupCapacity { evictEmptyGroup() }
+                groups[groupCount] = offered
+                groupCount += 1
+                found = offered
             }
-            // A lane always exists here: the handle offers one whenever its mirror has none.
-            state.lane = found
-            found?._withUnsafeGuaranteedRef { $0.participantCount += 1 }
+            // The handle offers a group whenever its mirror knows nobody at this rate, and a group
+            // with members is never retired, so one is always found; if not, refuse the participant
+            // rather than mix it wrongly.
+            guard let found else { return false }
+            state.group = found
+            found._withUnsafeGuaranteedRef { $0.memberCount += 1 }
+            return true
+        }
+        guard placed else {
+            retire(.participant(p))
+            return
         }
         slots[slotCount] = p
         slotCount += 1
+    }
+
+    /// Makes room in a full group table by retiring the empty group closest to drained (its
+    /// remaining filter tail, at most a few ms, is cut). Only reached after more rate changes within
+    /// one drain window than the table has spare slots.
+    private func evictEmptyGroup() {
+        var victim = -1
+        var mostDrained = -1
+        for g in 0..<groupCount {
+            let (members, silent) = groups[g]._withUnsafeGuaranteedRef { ($0.memberCount, $0.upSilentBlocks) }
+            if members == 0 && silent > mostDrained {
+                victim = g
+                mostDrained = silent
+            }
+        }
+        guard victim >= 0 else { return }
+        let g = groups[victim]
+        groupCount -= 1
+        groups[victim] = groups[groupCount]
+        retire(.group(g))
     }
 
     private func removeSlot(at index: Int, events: inout EventSink) {
@@ -260,27 +370,16 @@ final class RoomCore: @unchecked Sendable {
         p._withUnsafeGuaranteedRef { state in
             // Marks still pending are reported at once: their audio will never play.
             reportMarks(state, upTo: Int.max, events: &events)
-            if let lane = state.lane {
-                let remaining = lane._withUnsafeGuaranteedRef {
-                    $0.participantCount -= 1
-                    return $0.participantCount
-                }
-                if remaining == 0, let l = laneIndex(of: lane) {
-                    laneCount -= 1
-                    lanes[l] = lanes[laneCount]
-                    retire(.lane(lane))
-                }
-                state.lane = nil
+            // The group stays while its up-converter drains what this participant said last, so
+            // the others hear its final words fade out through the filter, not cut.
+            if let group = state.group {
+                group._withUnsafeGuaranteedRef { $0.memberCount -= 1 }
+                state.group = nil
             }
         }
         slotCount -= 1
         slots[index] = slots[slotCount]
         retire(.participant(p))
-    }
-
-    private func laneIndex(of lane: Unmanaged<RateLane>) -> Int? {
-        for l in 0..<laneCount where lanes[l].toOpaque() == lane.toOpaque() { return l }
-        return nil
     }
 
     private func reportMarks(_ s: ParticipantState, upTo position: Int, events: inout EventSink) {
@@ -292,9 +391,11 @@ final class RoomCore: @unchecked Sendable {
         }
     }
 
-    /// Clear requests, one block of input, marks; converts to the native row while contributing.
-    /// Returns whether the participant contributes to this tick's total.
-    private func takeInput(_ s: ParticipantState, events: inout EventSink) -> Bool {
+    /// Clear requests, one block of input, marks; samples the receive flag. Sets `s.talking` when
+    /// the block has sound (then zero-padded to a whole block if the stream underran).
+    private func takeInput(_ s: ParticipantState, events: inout EventSink) {
+        // ORDERING: relaxed; a flag the tick samples once per block.
+        s.receivingThisTick = s.receiving.load(ordering: .relaxed)
         // ORDERING: acquire pairs with the release increment of the requester, so `clearBefore`
         // (stored before it) is visible.
         let request = s.clearRequest.load(ordering: .acquiring)
@@ -321,28 +422,12 @@ final class RoomCore: @unchecked Sendable {
             if s.emptyTicks >= 1 { s.underrunDebt = 0 }
             if s.emptyTicks < 2 { s.emptyTicks += 1 }
         }
-        if taken > 0 && Self.hasSound(UnsafeBufferPointer(rebasing: s.inBlock[0..<taken])) {
-            s.silentBlocks = 0
-        } else if s.silentBlocks < s.drainBlocks {
-            s.silentBlocks += 1
-        }
+        s.talking = taken > 0 && Self.hasSound(UnsafeBufferPointer(rebasing: s.inBlock[0..<taken]))
         reportMarks(s, upTo: s.inbound.readCount(), events: &events)
-        guard s.contributing else { return false }
-        if taken < s.inBlock.count {
+        if s.talking && taken < block {
             // Underrun plays silence, never stale audio.
-            (s.inBlock.baseAddress! + taken).update(repeating: 0, count: s.inBlock.count - taken)
+            (s.inBlock.baseAddress! + taken).update(repeating: 0, count: block - taken)
         }
-        if s.inConverter.isPassthrough {
-            s.row.baseAddress!.update(from: s.inBlock.baseAddress!, count: s.row.count)
-        } else {
-            converterCallsThisTick += 1
-            let fin = UnsafeMutableBufferPointer(rebasing: s.floatIn[0..<s.inBlock.count])
-            let fout = UnsafeMutableBufferPointer(rebasing: s.floatOut[0..<s.row.count])
-            SampleConversion.toFloat(UnsafeBufferPointer(s.inBlock), into: fin)
-            s.inConverter.process(UnsafeBufferPointer(fin), into: fout)
-            SampleConversion.toInt16(UnsafeBufferPointer(fout), into: s.row)
-        }
-        return true
     }
 
     /// Whether any sample is non-zero.
@@ -374,39 +459,28 @@ final class RoomCore: @unchecked Sendable {
 
     /// Builds and queues participant `s`'s mix-minus for this tick, if it receives.
     private func deliver(_ s: ParticipantState, events: inout EventSink) {
-        // ORDERING: relaxed; a flag the tick samples once per block.
-        guard s.receiving.load(ordering: .relaxed) else {
-            if s.contributing { s.outConverterStale = true }
-            return
-        }
+        guard s.receivingThisTick else { return }
         let block: UnsafeBufferPointer<Int16>
-        if let laneRef = s.lane {
-            // Borrowed for the whole branch: taking the lane out of the closure would retain it.
-            block = laneRef._withUnsafeGuaranteedRef { lane in
-                computeLane(lane)
-                if s.contributing {
-                    // convert(total) − convert(own): the listener's private mix-minus, by linearity.
-                    if s.outConverterStale {
-                        s.outConverter.reset()
-                        s.outConverterStale = false
-                    }
-                    converterCallsThisTick += 1
-                    let fin = UnsafeMutableBufferPointer(rebasing: s.floatIn[0..<s.row.count])
-                    let fout = UnsafeMutableBufferPointer(rebasing: s.floatOut[0..<s.outBlock.count])
-                    SampleConversion.toFloat(UnsafeBufferPointer(s.row), into: fin)
-                    s.outConverter.process(UnsafeBufferPointer(fin), into: fout)
-                    SampleConversion.toInt16(
-                        UnsafeBufferPointer(lane.converted), minus: UnsafeBufferPointer(fout), into: s.outBlock)
+        if let groupRef = s.group {
+            // Borrowed for the whole branch: taking the group out of the closure would retain it.
+            block = groupRef._withUnsafeGuaranteedRef { g in
+                if s.talking, let heard = g.heard {
+                    // Σ_g − own + down(others): the rest of the group exact, everyone else converted.
+                    MixMinus.subtract(own: UnsafeBufferPointer(s.inBlock), from: UnsafeBufferPointer(heard), into: s.outBlock)
                     return UnsafeBufferPointer(s.outBlock)
                 }
-                if lane.sharedTick != tickIndex {
-                    SampleConversion.toInt16(UnsafeBufferPointer(lane.converted), into: lane.shared)
-                    lane.sharedTick = tickIndex
+                if g.sharedTick != tickIndex {
+                    if let heard = g.heard {
+                        MixMinus.saturate(UnsafeBufferPointer(heard), into: g.shared)
+                    } else {
+                        g.shared.baseAddress!.update(repeating: 0, count: g.shared.count)
+                    }
+                    g.sharedTick = tickIndex
                 }
-                return UnsafeBufferPointer(lane.shared)
+                return UnsafeBufferPointer(g.shared)
             }
-        } else if s.contributing {
-            MixMinus.subtract(own: UnsafeBufferPointer(s.row), from: UnsafeBufferPointer(total), into: s.outBlock)
+        } else if s.talking {
+            MixMinus.subtract(own: UnsafeBufferPointer(s.inBlock), from: UnsafeBufferPointer(total), into: s.outBlock)
             block = UnsafeBufferPointer(s.outBlock)
         } else {
             if sharedNativeTick != tickIndex {
@@ -424,32 +498,83 @@ final class RoomCore: @unchecked Sendable {
         }
     }
 
-    /// convert(total) for `lane`'s rate, once per tick, and only while its output can be non-zero.
-    private func computeLane(_ lane: RateLane) {
-        guard lane.computedTick != tickIndex else { return }
-        if lane.computedTick != tickIndex &- 1 {
-            // Nobody listened at this rate last tick: start clean, as a private converter created
-            // now would. A clean converter is a drained one.
-            lane.converter.reset()
-            lane.silentBlocks = lane.drainBlocks
-            lane.converted.baseAddress!.update(repeating: 0, count: lane.converted.count)
+    /// up(Σ_g) into the total, while the group talks or its filter drains. Returns whether it ran
+    /// (its output may be non-zero this tick).
+    private func convertUp(_ g: RateGroup) -> Bool {
+        let talked = g.sumTick == tickIndex
+        if talked {
+            g.upSilentBlocks = 0
+        } else if g.upSilentBlocks < g.upDrainBlocks {
+            g.upSilentBlocks += 1
         }
-        lane.computedTick = tickIndex
-        if totalSilentBlocks == 0 {
-            lane.silentBlocks = 0
-        } else if lane.silentBlocks < lane.drainBlocks {
-            lane.silentBlocks += 1
-            if lane.silentBlocks == lane.drainBlocks {
-                // Drained: the converter's state is all zeros and its output exactly zero from now on.
-                lane.converted.baseAddress!.update(repeating: 0, count: lane.converted.count)
-            }
-        }
-        guard lane.silentBlocks < lane.drainBlocks else { return }
-        if totalFloatTick != tickIndex {
-            SampleConversion.toFloat(UnsafeBufferPointer(total), into: totalFloat)
-            totalFloatTick = tickIndex
+        // Drained: the converter's state is all zeros and its output exactly zero until the group
+        // talks again, when it carries on as a fresh converter would.
+        g.upActive = g.upSilentBlocks < g.upDrainBlocks
+        guard g.upActive else { return false }
+        let fin = UnsafeMutableBufferPointer(rebasing: g.floatIn[0..<g.sum.count])
+        let fout = UnsafeMutableBufferPointer(rebasing: g.floatOut[0..<total.count])
+        if talked {
+            SampleConversion.toFloat(UnsafeBufferPointer(g.sum), into: fin)
+        } else {
+            fin.baseAddress!.update(repeating: 0, count: fin.count)
         }
         converterCallsThisTick += 1
-        lane.converter.process(UnsafeBufferPointer(totalFloat), into: lane.converted)
+        g.up.process(UnsafeBufferPointer(fin), into: fout)
+        // Rounded once per group (not per talker), never saturated: the mix saturates once, at the end.
+        SampleConversion.toInt32(UnsafeBufferPointer(fout), into: g.upBlock)
+        MixMinus.add(UnsafeBufferPointer(g.upBlock), into: total)
+        totalDirty = true
+        return true
+    }
+
+    /// For a group with a receiver this tick: down(total − up_g) while anyone outside the group can
+    /// be heard (or its filter drains), and `heard`, what its members hear before their own block is
+    /// subtracted.
+    private func prepareHearing(_ g: RateGroup, othersActive: Bool) {
+        guard g.receiveTick == tickIndex else { return }
+        if g.downTick != tickIndex &- 1 {
+            // Nobody in the group received last tick: start clean, as a private converter created
+            // now would. A clean converter is a drained one.
+            g.down.reset()
+            g.downSilentBlocks = g.downDrainBlocks
+        }
+        g.downTick = tickIndex
+        if othersActive {
+            g.downSilentBlocks = 0
+        } else if g.downSilentBlocks < g.downDrainBlocks {
+            g.downSilentBlocks += 1
+        }
+        g.downLive = g.downSilentBlocks < g.downDrainBlocks
+        if g.downLive {
+            let fout = UnsafeMutableBufferPointer(rebasing: g.floatOut[0..<g.downBlock.count])
+            let input: UnsafeBufferPointer<Float>
+            if g.upActive {
+                // Everyone but this group: exact in 32 bits (the group's own share was rounded once
+                // and added as is), then one rounding to Float.
+                let fin = UnsafeMutableBufferPointer(rebasing: g.floatIn[0..<total.count])
+                SampleConversion.toFloat(UnsafeBufferPointer(total), minus: UnsafeBufferPointer(g.upBlock), into: fin)
+                input = UnsafeBufferPointer(fin)
+            } else {
+                if totalFloatTick != tickIndex {
+                    SampleConversion.toFloat(UnsafeBufferPointer(total), into: totalFloat)
+                    totalFloatTick = tickIndex
+                }
+                input = UnsafeBufferPointer(totalFloat)
+            }
+            converterCallsThisTick += 1
+            g.down.process(input, into: fout)
+            SampleConversion.toInt32(UnsafeBufferPointer(fout), into: g.downBlock)
+        }
+        let talked = g.sumTick == tickIndex
+        if talked && g.downLive {
+            MixMinus.sum(UnsafeBufferPointer(g.sum), UnsafeBufferPointer(g.downBlock), into: g.mix)
+            g.heard = g.mix
+        } else if talked {
+            g.heard = g.sum
+        } else if g.downLive {
+            g.heard = g.downBlock
+        } else {
+            g.heard = nil
+        }
     }
 }

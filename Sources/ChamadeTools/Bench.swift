@@ -11,17 +11,20 @@ public enum Bench {
     public struct Options: Sendable {
         public var participants: Int
         public var talkers: Int?
+        /// Receiving participants per room (default: all); the others neither receive nor are pulled.
+        public var receivers: Int?
         public var rooms: Int
         public var seconds: Double
         public var nativeRate: SampleRate
         public var warmUpSeconds: Double
 
         public init(
-            participants: Int = 10, talkers: Int? = nil, rooms: Int = 1, seconds: Double = 10,
+            participants: Int = 10, talkers: Int? = nil, receivers: Int? = nil, rooms: Int = 1, seconds: Double = 10,
             nativeRate: SampleRate = .hz48000, warmUpSeconds: Double = 1
         ) {
             self.participants = participants
             self.talkers = talkers
+            self.receivers = receivers
             self.rooms = rooms
             self.seconds = seconds
             self.nativeRate = nativeRate
@@ -33,6 +36,7 @@ public enum Bench {
         public var rooms: Int
         public var participants: Int
         public var talkers: Int
+        public var receivers: Int
         public var seconds: Double
         public var ticks: Int
         public var late_ticks: Int
@@ -41,6 +45,12 @@ public enum Bench {
         public var cpu_us_per_participant_tick: Double
         public var headroom: Double
         public var allocs_per_tick: Double
+        /// `src_process` calls per 20 ms tick, summed over the rooms (rate groups: at most two per
+        /// non-native rate per room, whatever the number of talkers).
+        public var converter_calls_per_tick: Double
+        /// CPU time of the clock threads over the measurement, in % of one core (from
+        /// /proc/self/task; -1 where unavailable).
+        public var clock_cpu_percent: Double
         public var allocation_counting: Bool
         public var frames_dropped: Int
         public var frames_received: Int
@@ -63,6 +73,7 @@ public enum Bench {
 
     public static func run(_ options: Options, progress: ((String) -> Void)? = nil) throws -> Report {
         let talkersPerRoom = min(options.talkers ?? options.participants, options.participants)
+        let receiversPerRoom = min(options.receivers ?? options.participants, options.participants)
         let engine = Engine(configuration: .init(clock: .realTime))
         defer { engine.shutdown() }
         var rooms: [Room] = []
@@ -72,8 +83,8 @@ public enum Bench {
             let room = try engine.createRoom(nativeRate: options.nativeRate, capacity: options.participants)
             rooms.append(room)
             for i in 0..<options.participants {
-                let p = try room.join(rate: rates[i % rates.count])
-                everyone.append(p)
+                let p = try room.join(rate: rates[i % rates.count], receiving: i < receiversPerRoom)
+                if i < receiversPerRoom { everyone.append(p) }
                 if i < talkersPerRoom { talkers.append(p) }
             }
         }
@@ -130,6 +141,8 @@ public enum Bench {
         let start = engine.statistics()
         let startAllocations = Engine.tickAllocationCount
         let startTicks = rooms.map { Int($0.tickCount) }
+        let startCalls = rooms.map(\.converterCallCount)
+        let startClockCPU = clockThreadCPUSeconds()
         let startReceived = received.value
         var histogram = Histogram<UInt64>(highestTrackableValue: 10_000_000_000, numberOfSignificantValueDigits: .three)
         var perSecond: [Double] = []
@@ -147,6 +160,11 @@ public enum Bench {
             progress?("bench: \(perSecond.count) s, p99 \(String(format: "%.1f", perSecond.last ?? 0)) µs")
         }
         let elapsed = Double(MonotonicClock.now() - began) / 1e9
+        let clockCPU = clockThreadCPUSeconds().map { end in startClockCPU.map { end - $0 } ?? -1 } ?? -1
+        let calls = zip(rooms, zip(startCalls, startTicks)).reduce(0.0) { sum, r in
+            let ticks = Int(r.0.tickCount) - r.1.1
+            return sum + (ticks > 0 ? Double(r.0.converterCallCount - r.1.0) / Double(ticks) : 0)
+        }
         let final = engine.statistics()
         let allocations = Engine.tickAllocationCount - startAllocations
         stop.set()
@@ -159,7 +177,8 @@ public enum Bench {
             buckets.append([Double(v.value) / 1000, Double(v.count)])
         }
         return Report(
-            rooms: options.rooms, participants: options.participants, talkers: talkersPerRoom, seconds: elapsed,
+            rooms: options.rooms, participants: options.participants, talkers: talkersPerRoom,
+            receivers: receiversPerRoom, seconds: elapsed,
             ticks: shardTicks, late_ticks: final.lateTicks - start.lateTicks,
             skipped_ticks: final.skippedTicks - start.skippedTicks,
             tick_us: .init(
@@ -168,11 +187,33 @@ public enum Bench {
             cpu_us_per_participant_tick: participantTicks > 0 ? Double(tickNs) / 1000 / Double(participantTicks) : 0,
             headroom: p99 > 0 ? 20_000 / p99 : .infinity,
             allocs_per_tick: shardTicks > 0 ? Double(allocations) / Double(shardTicks) : 0,
+            converter_calls_per_tick: calls,
+            clock_cpu_percent: clockCPU >= 0 ? 100 * clockCPU / elapsed : -1,
             allocation_counting: Engine.isCountingTickAllocations,
             frames_dropped: final.droppedBlocks - start.droppedBlocks,
             frames_received: received.value - startReceived,
             shards: engine.configuration.shardCount,
             p99_per_second_us: perSecond, histogram_us: buckets)
+    }
+
+    /// User + system CPU seconds of the engine's clock threads (named `chamade-clock…`), from
+    /// /proc/self/task/*/stat; nil where there is no /proc.
+    static func clockThreadCPUSeconds() -> Double? {
+        guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return nil }
+        let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var total = 0.0
+        for task in tasks {
+            guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8),
+                comm.hasPrefix("chamade-clock"),
+                let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
+                let close = stat.lastIndex(of: ")")
+            else { continue }
+            // Fields after the command name: state is field 3, utime 14, stime 15.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { continue }
+            total += (user + system) / ticksPerSecond
+        }
+        return total
     }
 
     /// Three seconds of speech-like PCM bytes: a voiced fundamental with harmonics under a syllable

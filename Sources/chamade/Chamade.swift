@@ -215,6 +215,8 @@ struct BenchCommand: ParsableCommand {
     var participants: Int = 10
     @Option(name: .long, help: "Talkers per room (default: all).")
     var talkers: Int?
+    @Option(name: .long, help: "Receiving participants per room (default: all).")
+    var receivers: Int?
     @Option(name: .long, help: "Rooms.")
     var rooms: Int = 1
     @Option(name: .long, help: "Seconds to measure (after a one-second warm-up).")
@@ -229,10 +231,12 @@ struct BenchCommand: ParsableCommand {
         guard rooms >= 1 else { throw ValidationError("--rooms must be at least 1") }
         guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
         if let talkers, talkers < 0 { throw ValidationError("--talkers must not be negative") }
+        if let receivers, receivers < 0 { throw ValidationError("--receivers must not be negative") }
     }
 
     func run() throws {
-        let options = Bench.Options(participants: participants, talkers: talkers, rooms: rooms, seconds: seconds)
+        let options = Bench.Options(
+            participants: participants, talkers: talkers, receivers: receivers, rooms: rooms, seconds: seconds)
         let report: Bench.Report
         do {
             report = try Bench.run(options) { line in
@@ -256,10 +260,11 @@ struct BenchCommand: ParsableCommand {
             return
         }
         let r = report
-        print("rooms \(r.rooms) × participants \(r.participants) (talking \(r.talkers)), \(r.shards) clock threads, \(String(format: "%.1f", r.seconds)) s")
+        print("rooms \(r.rooms) × participants \(r.participants) (talking \(r.talkers), receiving \(r.receivers)), \(r.shards) clock threads, \(String(format: "%.1f", r.seconds)) s")
         print("tick time µs: p50 \(fmt(r.tick_us.p50))  p99 \(fmt(r.tick_us.p99))  p99.9 \(fmt(r.tick_us.p999))  max \(fmt(r.tick_us.max))")
         print("ticks \(r.ticks), late \(r.late_ticks), skipped \(r.skipped_ticks)")
         print("CPU per participant-tick \(String(format: "%.2f", r.cpu_us_per_participant_tick)) µs, head-room \(String(format: "%.1f", r.headroom))×")
+        print("converter calls per tick \(String(format: "%.2f", r.converter_calls_per_tick)), clock threads' CPU \(r.clock_cpu_percent >= 0 ? String(format: "%.2f %% of a core", r.clock_cpu_percent) : "unknown")")
         print("frames received \(r.frames_received), dropped \(r.frames_dropped)")
         print("allocations per tick in steady state: \(r.allocation_counting ? String(format: "%.3f", r.allocs_per_tick) : "not counted (no malloc counter)")")
     }

@@ -2,6 +2,7 @@ import ChamadeCore
 import ChamadeDSP
 import ChamadeEngine
 import ChamadeTesting
+import Foundation
 import Testing
 
 @Suite("Engine mixing through the virtual clock")
@@ -60,14 +61,15 @@ struct MixingTests {
         #expect(level(2, 1000, 8000) > -1)
     }
 
-    /// Sharing converters by linearity: every silent listener hears, within 1 LSB, what a private
-    /// chain (talker's converter to the room rate, then a private converter to the listener's rate)
-    /// gives; the talker itself hears silence.
-    @Test(arguments: [SampleRate.hz48000, .hz16000])
-    func silentListenersMatchPrivateConverters(native: SampleRate) throws {
+    /// Rate groups by linearity: for every talker rate and every listener rate among 8/16/24/48 kHz
+    /// and 22050 Hz, in 48 and 16 kHz rooms, a silent listener hears, within 1 LSB, what a private
+    /// chain gives (the talker's rate up to the room's, then down to the listener's); a listener at
+    /// the talker's own rate hears its samples exactly, with no delay; the talker hears silence.
+    @Test(arguments: [SampleRate.hz48000, .hz16000], [8000, 16000, 22050, 24000, 48000])
+    func silentListenersMatchPrivateChains(native: SampleRate, talkerHertz: Int) throws {
         let (engine, _) = virtualEngine()
         let room = try engine.createRoom(nativeRate: native)
-        let talkerRate = SampleRate.hz24000
+        let talkerRate = try SampleRate(hertz: talkerHertz)
         let talker = try room.join(rate: talkerRate)
         let listenerRates: [SampleRate] = [.hz8000, .hz16000, .hz24000, .hz48000, try SampleRate(hertz: 22050)]
         let listeners = try listenerRates.map { try room.join(rate: $0) }
@@ -78,46 +80,97 @@ struct MixingTests {
         let input = speechLike(rate: talkerRate.hertz, count: 40 * talkerRate.blockSampleCount)
         talker.push(samples: input)
         var heard = [[Int16]](repeating: [], count: listeners.count)
+        var own: [Int16] = []
         for _ in 0..<blocks {
             engine.tick()
             for (i, l) in listeners.enumerated() { heard[i] += l.pullAll() }
+            own += talker.pullAll()
         }
-        // The private reference, block by block.
-        var inbound = try SampleRateConverter(from: talkerRate, to: native)
-        var rows: [Int16] = []
+        #expect(own.count == blocks * talkerRate.blockSampleCount)
+        #expect(own.allSatisfy { $0 == 0 }, "the talker hears itself")
         let padded = input + [Int16](repeating: 0, count: (blocks - 40) * talkerRate.blockSampleCount)
-        var fin = [Float](repeating: 0, count: 960)
-        var fout = [Float](repeating: 0, count: 960)
-        var row = [Int16](repeating: 0, count: native.blockSampleCount)
-        for k in 0..<blocks {
-            let n = talkerRate.blockSampleCount
-            padded[(k * n)..<((k + 1) * n)].withUnsafeBufferPointer { i in
-                inbound.process(
-                    i, into: row.withUnsafeMutableBufferPointer { $0 },
-                    inputScratch: fin.withUnsafeMutableBufferPointer { UnsafeMutableBufferPointer(rebasing: $0[0..<n]) },
-                    outputScratch: fout.withUnsafeMutableBufferPointer { UnsafeMutableBufferPointer(rebasing: $0[0..<native.blockSampleCount]) })
-            }
-            rows += row
-        }
+        let rows = try privateChain(padded, from: talkerRate, to: native, blocks: blocks)
         for (i, rate) in listenerRates.enumerated() {
-            var priv = try SampleRateConverter(from: native, to: rate)
-            var expected: [Int16] = []
-            var out = [Int16](repeating: 0, count: rate.blockSampleCount)
-            for k in 0..<blocks {
-                let n = native.blockSampleCount
-                rows[(k * n)..<((k + 1) * n)].withUnsafeBufferPointer { r in
-                    priv.process(
-                        r, into: out.withUnsafeMutableBufferPointer { $0 },
-                        inputScratch: fin.withUnsafeMutableBufferPointer { UnsafeMutableBufferPointer(rebasing: $0[0..<n]) },
-                        outputScratch: fout.withUnsafeMutableBufferPointer { UnsafeMutableBufferPointer(rebasing: $0[0..<rate.blockSampleCount]) })
-                }
-                expected += out
-            }
+            let expected = rate == talkerRate ? padded : try privateChain(rows, from: native, to: rate, blocks: blocks)
             #expect(heard[i].count == expected.count)
             let worst = zip(heard[i], expected).map { abs(Int($0) - Int($1)) }.max() ?? 0
-            #expect(worst <= 1, "\(rate) in a \(native) room: worst difference \(worst) LSB")
+            if rate == talkerRate {
+                #expect(same(heard[i], expected), "\(rate) hears \(talkerRate) in a \(native) room: not exact")
+            } else {
+                #expect(worst <= 1, "\(talkerRate) → \(rate) in a \(native) room: worst difference \(worst) LSB")
+            }
             #expect(Analysis.rms(heard[i]) > 500)
         }
+    }
+
+    /// Two participants at 16 kHz in a 48 kHz room, both talking: each hears the other's samples
+    /// bit for bit, from the very first block (no filter, no delay), and never itself.
+    @Test func sameRateMembersHearEachOtherExactly() throws {
+        let (engine, _) = virtualEngine()
+        let room = try engine.createRoom(nativeRate: .hz48000)
+        let a = try room.join(rate: .hz16000)
+        let b = try room.join(rate: .hz16000)
+        let other = try room.join(rate: .hz24000)  // a silent member elsewhere changes nothing
+        engine.tick()
+        for p in [a, b, other] { _ = p.pullAll() }
+        let sa = speechLike(rate: 16000, count: 30 * 320, seed: 1)
+        let sb = speechLike(rate: 16000, count: 30 * 320, seed: 2).map { $0 / 2 }
+        a.push(samples: sa)
+        b.push(samples: sb)
+        var ha: [Int16] = []
+        var hb: [Int16] = []
+        for _ in 0..<40 {
+            engine.tick()
+            ha += a.pullAll()
+            hb += b.pullAll()
+            _ = other.pullAll()
+        }
+        let tail = [Int16](repeating: 0, count: 10 * 320)
+        #expect(same(ha, sb + tail), "a does not hear b exactly")
+        #expect(same(hb, sa + tail), "b does not hear a exactly")
+        // Alone, a talker hears exactly nothing of itself.
+        a.push(samples: sa)
+        var alone: [Int16] = []
+        for _ in 0..<30 {
+            engine.tick()
+            alone += a.pullAll()
+            _ = b.pullAll()
+            _ = other.pullAll()
+        }
+        #expect(alone.count == 30 * 320)
+        #expect(alone.allSatisfy { $0 == 0 }, "a hears itself")
+    }
+
+    /// Converter calls per tick are two per non-native group that talks and hears someone outside
+    /// it, whatever the number of talkers: a talking native-rate leg plus T talkers at 16 kHz cost 2;
+    /// T talkers spread over 8, 16 and 24 kHz cost 6. Silent listeners add nothing.
+    @Test(arguments: [1, 10, 100])
+    func converterCallsFollowGroupsNotTalkers(talkers: Int) throws {
+        func callsPerTick(rates: [SampleRate]) throws -> Int {
+            let (engine, _) = virtualEngine()
+            let room = try engine.createRoom(nativeRate: .hz48000, capacity: 160)
+            let leg = try room.join(rate: .hz48000)
+            let speakers = try rates.map { try room.join(rate: $0) }
+            let listeners = try (0..<20).map { _ in try room.join(rate: .hz16000) }
+            let everyone = [leg] + speakers + listeners
+            engine.tick()
+            func step() {
+                leg.push(samples: speechLike(rate: 48000, count: 960, seed: 9))
+                for (i, p) in speakers.enumerated() {
+                    p.push(samples: speechLike(rate: p.sampleRate.hertz, count: p.sampleRate.blockSampleCount, seed: UInt64(i)))
+                }
+                engine.tick()
+                for p in everyone { _ = p.pullAll() }
+            }
+            for _ in 0..<10 { step() }
+            let before = room.converterCallCount
+            for _ in 0..<20 { step() }
+            return (room.converterCallCount - before) / 20
+        }
+        #expect(try callsPerTick(rates: [SampleRate](repeating: .hz16000, count: talkers)) == 2)
+        let spread: [SampleRate] = [.hz8000, .hz16000, .hz24000]
+        let count = max(talkers, 3)
+        #expect(try callsPerTick(rates: (0..<count).map { spread[$0 % 3] }) == 6)
     }
 
     /// With one talker, converter calls per tick do not grow with the number of silent listeners.
@@ -137,10 +190,53 @@ struct MixingTests {
             perTick.append((room.converterCallCount - before) / 20)
             for l in listeners { _ = l.pullAll() }
         }
-        // 1 listener: talker in + lane of its rate + talker's own out + the talker's lane: ≤ 4;
-        // more listeners add at most one shared lane per new rate (4 rates here), never one each.
-        #expect(perTick[1] == perTick[2], "\(perTick)")
-        #expect(perTick[2] <= 2 + 3, "\(perTick)")
+        // 1 listener (8 kHz): the 24 kHz group up, the 8 kHz group down. 10 and 100 listeners add
+        // the 16 kHz group's down; the 24 kHz and 48 kHz listeners need no conversion of their own.
+        #expect(perTick == [2, 3, 3], "\(perTick)")
+    }
+
+    /// Rate changes mid-talk move participants between groups at a tick boundary with no click for
+    /// anyone else: while a talker speaks a steady tone, others change rate into, out of and
+    /// between groups (one leaving a group empty, which drains and goes); every listener's audio is
+    /// bit for bit what it is without them, and its largest sample step stays within the tone's own.
+    @Test func rateChangesMidTalkAreSilentForOthers() throws {
+        func run(moving: Bool) throws -> [[Int16]] {
+            let (engine, _) = virtualEngine()
+            let room = try engine.createRoom(nativeRate: .hz48000)
+            let talker = try room.join(rate: .hz24000)
+            let listeners = try [SampleRate.hz8000, .hz16000, .hz24000, .hz48000].map { try room.join(rate: $0) }
+            let movers = try [room.join(rate: .hz16000), room.join(rate: try SampleRate(hertz: 22050))]
+            engine.tick()
+            for p in listeners + movers + [talker] { _ = p.pullAll() }
+            talker.push(samples: Signal.sine(frequency: 440, dBFS: -6, sampleRate: 24000, count: 24000 * 2))
+            let plan: [Int: [(Int, SampleRate)]] = [
+                20: [(0, .hz24000), (1, .hz8000)], 40: [(0, .hz8000)], 60: [(0, .hz48000), (1, .hz16000)],
+                80: [(0, .hz16000), (1, try SampleRate(hertz: 22050))],
+            ]
+            var heard = [[Int16]](repeating: [], count: listeners.count)
+            for t in 0..<100 {
+                if moving, let changes = plan[t] {
+                    for (m, rate) in changes { try movers[m].setSampleRate(rate) }
+                }
+                engine.tick()
+                engine.drainEvents()
+                for (i, l) in listeners.enumerated() { heard[i] += l.pullAll() }
+                for p in movers + [talker] { _ = p.pullAll() }
+            }
+            return heard
+        }
+        let still = try run(moving: false)
+        let moved = try run(moving: true)
+        let rates = [8000, 16000, 24000, 48000]
+        for i in still.indices {
+            #expect(same(still[i], moved[i]), "listener at \(rates[i]) Hz")
+            // The tone's own largest step at this rate, plus a rounding LSB; skip the first blocks
+            // (the tone's onset through the filters).
+            let own = Signal.amplitude(dBFS: -6) * 2 * sin(Double.pi * 440 / Double(rates[i])) + 1
+            let s = moved[i].dropFirst(rates[i] / 50 * 3)
+            let step = zip(s, s.dropFirst()).map { abs(Int($1) - Int($0)) }.max() ?? 0
+            #expect(Double(step) <= own, "listener at \(rates[i]) Hz: step \(step) > \(own)")
+        }
     }
 
     /// A participant joining and leaving mid-run changes nothing for the others.
@@ -255,5 +351,99 @@ struct SilenceCostTests {
             #expect(others.allSatisfy { $0.statistics().outboundQueuedBlockCount >= 30 })
         }
         #expect(perTick[0] == perTick[1], "\(perTick)")
+    }
+}
+
+@Suite("Quiet rooms")
+struct QuietRoomTests {
+    /// A room with no talker and no receiver skips its ticks (it costs one load), and wakes for
+    /// anything an I/O thread does: audio, the receive flag, a mark, a clear, a rate change.
+    @Test func aQuietRoomWakesForEverything() throws {
+        let (engine, log) = virtualEngine()
+        let room = try engine.createRoom(nativeRate: .hz48000)
+        let a = try room.join(rate: .hz16000, receiving: false)
+        let b = try room.join(rate: .hz16000, receiving: false)
+        for _ in 0..<20 { engine.tick() }
+        #expect(a.pullAll().isEmpty && b.pullAll().isEmpty)
+        b.setReceiving(true)
+        let tone = Signal.sine(frequency: 500, dBFS: -6, sampleRate: 16000, count: 10 * 320)
+        a.push(samples: tone)
+        let m = a.mark()
+        var heard: [Int16] = []
+        for _ in 0..<12 {
+            engine.tick()
+            heard += b.pullAll()
+        }
+        #expect(same(heard, tone + [Int16](repeating: 0, count: 2 * 320)))
+        engine.drainEvents()
+        #expect(log.take().contains(.markPlayed(a.id, mark: m.id)))
+        // Quiet again (nobody receives, nobody talks), then a clear and a rate change are served.
+        b.setReceiving(false)
+        for _ in 0..<20 { engine.tick() }
+        a.push(samples: tone)
+        for _ in 0..<20 { engine.tick() }
+        a.push(samples: tone)
+        let request = a.requestClear()
+        engine.tick()
+        engine.drainEvents()
+        #expect(log.take().contains { if case .cleared(a.id, _, _, request) = $0 { true } else { false } })
+        #expect(try b.setSampleRate(.hz24000))
+        b.setReceiving(true)
+        a.push(samples: tone)
+        var later: [Int16] = []
+        for _ in 0..<12 {
+            engine.tick()
+            later += b.pullAll()
+        }
+        #expect(later.count == 12 * 480)
+        #expect(Analysis.rms(later) > 1000)
+    }
+}
+
+@Suite("Rate group churn")
+struct RateGroupChurnTests {
+    /// A talker changing rate every tick leaves a draining group behind each time; the table fills
+    /// and an empty group is retired early. Nothing breaks: a listener keeps hearing it, and once it
+    /// settles the room is back to two conversions per tick and everything is freed on leaving.
+    @Test func rateChangesEveryTickFillTheGroupTable() throws {
+        let (engine, _) = virtualEngine()
+        let room = try engine.createRoom(nativeRate: .hz48000, capacity: 2)
+        let talker = try room.join(rate: .hz16000)
+        let listener = try room.join(rate: .hz48000)
+        engine.tick()
+        let rates = try [8000, 11000, 12000, 16000, 22050, 24000, 32000, 44100, 8050, 9000, 10000, 12500, 14000]
+            .map { try SampleRate(hertz: $0) }
+        var heard: [Int16] = []
+        for (t, rate) in (rates + rates).enumerated() {
+            try talker.setSampleRate(rate)
+            talker.push(samples: speechLike(rate: rate.hertz, count: rate.blockSampleCount, seed: UInt64(t)))
+            engine.tick()
+            engine.drainEvents()
+            heard += listener.pullAll()
+            _ = talker.pullAll()
+        }
+        #expect(heard.count == (2 * rates.count + 1) * 960)
+        #expect(Analysis.rms(Array(heard[960...])) > 500)
+        try talker.setSampleRate(.hz16000)
+        let before = room.converterCallCount
+        for _ in 0..<20 {
+            talker.push(samples: speechLike(rate: 16000, count: 320))
+            engine.tick()
+            engine.drainEvents()
+            _ = listener.pullAll()
+        }
+        // The 16 kHz group's up-conversion only (nobody outside it talks, nobody else is at 16 kHz),
+        // once the other groups have drained.
+        #expect((room.converterCallCount - before) <= 20 + 12 * 5, "\(room.converterCallCount - before)")
+        let settled = room.converterCallCount
+        for _ in 0..<10 {
+            talker.push(samples: speechLike(rate: 16000, count: 320))
+            engine.tick()
+        }
+        #expect(room.converterCallCount - settled == 10)
+        talker.leave()
+        listener.leave()
+        for _ in 0..<10 { engine.tick() }
+        engine.drainEvents()
     }
 }

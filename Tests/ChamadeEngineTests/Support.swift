@@ -55,3 +55,29 @@ func same(_ a: [Int16], _ b: [Int16]) -> Bool {
     }
     return true
 }
+
+/// A private converter chain, block by block as the engine runs it: Int16 in, Int16 out (rounded
+/// and saturated per block), over `blocks` blocks of `input` (zero-padded as needed).
+func privateChain(_ input: [Int16], from: SampleRate, to: SampleRate, blocks: Int) throws -> [Int16] {
+    var converter = try SampleRateConverter(from: from, to: to)
+    let n = from.blockSampleCount
+    let m = to.blockSampleCount
+    let padded = input + [Int16](repeating: 0, count: max(0, blocks * n - input.count))
+    var fin = [Float](repeating: 0, count: n)
+    var fout = [Float](repeating: 0, count: m)
+    var out = [Int16](repeating: 0, count: m)
+    var result: [Int16] = []
+    for k in 0..<blocks {
+        padded[(k * n)..<((k + 1) * n)].withUnsafeBufferPointer { i in
+            fin.withUnsafeMutableBufferPointer { fi in
+                fout.withUnsafeMutableBufferPointer { fo in
+                    out.withUnsafeMutableBufferPointer { o in
+                        converter.process(i, into: o, inputScratch: fi, outputScratch: fo)
+                    }
+                }
+            }
+        }
+        result += out
+    }
+    return result
+}

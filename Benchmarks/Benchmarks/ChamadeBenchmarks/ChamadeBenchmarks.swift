@@ -142,7 +142,9 @@ let benchmarks: @Sendable () -> Void = {
     // MARK: whole-room tick (virtual clock): N participants at 8/16/24/48 kHz in a 48 kHz room, every
     // one receiving; all talking, or some. One iteration = push one block per talker, one tick, pull
     // every block: the room's whole real-time path plus its I/O hand-off. Built once in `setup`.
-    for (n, talkers) in [(10, 10), (100, 100), (100, 5), (500, 5), (500, 50)] {
+    // 100 and 1000 all talking: with rate groups the conversion cost is two calls per non-native
+    // rate (six here), whatever N, so these show what mixing and the I/O hand-off cost per participant.
+    for (n, talkers) in [(10, 10), (100, 100), (100, 5), (500, 5), (500, 50), (1000, 1000)] {
         let config = Benchmark.Configuration(
             metrics: metrics, timeUnits: .microseconds, scalingFactor: .one, maxDuration: .seconds(2),
             maxIterations: 100_000)
