@@ -139,6 +139,15 @@ final class ParticipantState: @unchecked Sendable {
     var talking = false
     /// The receive flag, sampled once at the start of the tick.
     var receivingThisTick = false
+    /// A rate change in progress (see `RoomCore.applyCommands`): in the tick that applies it, the
+    /// state being replaced plays what it still has queued of one block, faded out, and is then
+    /// removed, while its successor fades its first block in. The two paths' delays differ (exact
+    /// at one rate, a filter's delay at another), so switching without fades would step.
+    var leaving = false
+    /// Whether this state's first block is still to be faded in.
+    var fadeInPending = false
+    /// Samples taken from the playout queue this tick.
+    var takenThisTick = 0
     /// Consecutive ticks that found nothing queued (data presence, not content): tells a stream
     /// that underran from one that ended.
     var emptyTicks = 2

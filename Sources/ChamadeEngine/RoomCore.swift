@@ -118,7 +118,9 @@ final class RoomCore: @unchecked Sendable {
         retired = SPSCRing(capacity: 8 * capacity + 64, prefault: true)
         retireProducer = retired.takeProducer()
         retireConsumer = retired.takeConsumer()
-        slots = .allocate(capacity: capacity)
+        // Twice the participants: a rate change holds the old state one more tick while the new one
+        // starts (both fade), and every participant may change rate in the same tick.
+        slots = .allocate(capacity: 2 * capacity)
         groupCapacity = capacity + 8
         groups = .allocate(capacity: groupCapacity)
         let n = native.blockSampleCount
@@ -225,9 +227,22 @@ final class RoomCore: @unchecked Sendable {
         // 1. Inputs: clears, one block each, marks; blocks with sound summed exactly at their rate
         //    (native talkers straight into the total, the others into their group's sum).
         var nativeTalked = false
+        var anyLeaving = false
         for i in 0..<slotCount {
             slots[i]._withUnsafeGuaranteedRef { s in
                 takeInput(s, events: &events)
+                if s.leaving {
+                    // Fades out over what it still had queued (zeros follow an underrun).
+                    anyLeaving = true
+                    s.receivingThisTick = false
+                    if s.talking {
+                        Self.ramp(UnsafeMutableBufferPointer(rebasing: s.inBlock[0..<s.takenThisTick]), down: true)
+                    }
+                } else if s.fadeInPending {
+                    s.receivingThisTick = false
+                    if s.talking { Self.ramp(s.inBlock, down: false) }
+                    s.fadeInPending = false
+                }
                 if s.talking || s.receivingThisTick || s.emptyTicks < 2 || s.underrunDebt > 0 || s.pendingMark != nil {
                     busy = true
                 }
@@ -278,6 +293,10 @@ final class RoomCore: @unchecked Sendable {
         for i in 0..<slotCount {
             slots[i]._withUnsafeGuaranteedRef { deliver($0, events: &events) }
         }
+        if anyLeaving {
+            removeLeaving(events: &events)
+            busy = true
+        }
         // ORDERING: relaxed; a statistic.
         converterCalls.wrappingAdd(converterCallsThisTick, ordering: .relaxed)
         // Quiet: the next ticks would change nothing (every counter is saturated, every converter
@@ -293,19 +312,43 @@ final class RoomCore: @unchecked Sendable {
             case .remove(let id):
                 if let index = slotIndex(of: id) { removeSlot(at: index, events: &events) }
             case .replace(let old, let new, let group):
-                if let index = slotIndex(of: old) { removeSlot(at: index, events: &events) }
+                // The old state stays this tick to fade out while the new one fades in. Neither
+                // receives this tick: each would hear the other's block, which is its own voice.
+                let fading = slotIndex(of: old)
+                if let fading { slots[fading]._withUnsafeGuaranteedRef { $0.leaving = true } }
                 install(new, group: group)
+                if fading != nil { new._withUnsafeGuaranteedRef { $0.fadeInPending = true } }
             }
         }
     }
 
+    /// The slot of participant `id`, not counting a state fading out after a rate change.
     private func slotIndex(of id: ParticipantID) -> Int? {
-        for i in 0..<slotCount where slots[i]._withUnsafeGuaranteedRef({ $0.id == id }) { return i }
+        for i in 0..<slotCount where slots[i]._withUnsafeGuaranteedRef({ $0.id == id && !$0.leaving }) { return i }
         return nil
     }
 
+    /// Removes the states that faded out this tick.
+    private func removeLeaving(events: inout EventSink) {
+        var i = slotCount - 1
+        while i >= 0 {
+            if slots[i]._withUnsafeGuaranteedRef({ $0.leaving }) { removeSlot(at: i, events: &events) }
+            i -= 1
+        }
+    }
+
+    /// Scales `block` by a linear ramp, down from 1 to 0 or up from 0 to 1 across the block.
+    static func ramp(_ block: UnsafeMutableBufferPointer<Int16>, down: Bool) {
+        let n = Int32(block.count)
+        for i in 0..<block.count {
+            let k = Int32(i)
+            let gain = down ? n - k : k
+            block[i] = Int16(truncatingIfNeeded: Int32(block[i]) * gain / n)
+        }
+    }
+
     private func install(_ p: Unmanaged<ParticipantState>, group offered: Unmanaged<RateGroup>?) {
-        guard slotCount < capacity else {
+        guard slotCount < 2 * capacity else {
             retire(.participant(p))
             if let offered { retire(.group(offered)) }
             return
@@ -411,6 +454,7 @@ final class RoomCore: @unchecked Sendable {
         if s.underrunDebt > 0 { skipSilence(s) }
         let streaming = s.emptyTicks == 0
         let taken = s.inConsumer.read(into: s.inBlock)
+        s.takenThisTick = taken
         if taken < block && streaming {
             // Mid-stream underrun: this block carries silence the agent did not send.
             s.underrunDebt = min(s.underrunDebt + block - taken, 4 * block)

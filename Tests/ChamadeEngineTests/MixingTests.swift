@@ -239,6 +239,58 @@ struct MixingTests {
         }
     }
 
+    /// A talker that changes rate while it speaks: its voice moves from one path to another (exact
+    /// at one rate, through a filter's delay at another). Others hear a short crossfade across the
+    /// change, never a step: the largest sample step of every listener stays within the tone's own
+    /// (plus the crossfade's slope), over the whole run, at every change (24 → 16 → 48 → 8 kHz, streamed a block per tick with a block of
+    /// lead, as a real-time agent would).
+    @Test func talkersOwnRateChangeIsFadedNotStepped() throws {
+        let (engine, _) = virtualEngine()
+        let room = try engine.createRoom(nativeRate: .hz48000)
+        let talker = try room.join(rate: .hz24000)
+        let listenerRates = [8000, 16000, 24000, 48000]
+        let listeners = try listenerRates.map { try room.join(rate: try SampleRate(hertz: $0)) }
+        let changes: [Int: Int] = [30: 16000, 60: 48000, 80: 8000]
+        var rate = 24000
+        // The tone is a function of absolute time, so each rate's blocks continue it.
+        func block(_ tick: Int, _ rate: Int) -> [Int16] {
+            let n = rate / 50
+            let a = Signal.amplitude(dBFS: -6)
+            return (0..<n).map { i in
+                Int16((a * sin(2 * Double.pi * 440 * (Double(tick) * 0.02 + Double(i) / Double(rate)))).rounded())
+            }
+        }
+        talker.push(samples: block(0, rate))
+        var heard = [[Int16]](repeating: [], count: listeners.count)
+        for t in 0..<110 {
+            if let next = changes[t] {
+                rate = next
+                try talker.setSampleRate(try SampleRate(hertz: rate))
+                talker.push(samples: block(t, rate))
+            }
+            talker.push(samples: block(t + 1, rate))
+            engine.tick()
+            engine.drainEvents()
+            for (i, l) in listeners.enumerated() { heard[i] += l.pullAll() }
+            _ = talker.pullAll()
+        }
+        for (i, r) in listenerRates.enumerated() {
+            // The tone's own largest step at this rate, with 15 % for the crossfade: the two paths'
+            // delays differ by about a millisecond (half a cycle of 440 Hz through 24 → 48 → 16 kHz),
+            // so the fade's slope times their difference adds to the step (measured: at most 10 %).
+            // A click is a step of the order of the amplitude (15,000–17,000 here with the overlap
+            // unfaded).
+            let own = 1.15 * Signal.amplitude(dBFS: -6) * 2 * sin(Double.pi * 440 / Double(r)) + 2
+            let s = heard[i].dropFirst(r / 50 * 3)
+            let steps = zip(s, s.dropFirst()).map { abs(Int($1) - Int($0)) }
+            let step = steps.max() ?? 0
+            let at = (steps.firstIndex(of: step) ?? 0) / (r / 50) + 3
+            #expect(Double(step) <= own, "listener at \(r) Hz: step \(step) > \(own) in tick \(at)")
+            // And the tone is heard throughout (the fades are dips, not gaps of a tick or more).
+            #expect(s.count >= 100 * r / 50, "listener at \(r) Hz heard \(s.count) samples")
+        }
+    }
+
     /// A participant joining and leaving mid-run changes nothing for the others.
     @Test func joinAndLeaveLoseNothingForOthers() throws {
         func run(withVisitor: Bool) throws -> [Int16] {
@@ -395,7 +447,9 @@ struct QuietRoomTests {
             engine.tick()
             later += b.pullAll()
         }
-        #expect(later.count == 12 * 480)
+        // The tick that applies the rate change delivers no block to `b`: its old and new states
+        // fade across it, and each would hear the other (its own voice).
+        #expect(later.count == 11 * 480)
         #expect(Analysis.rms(later) > 1000)
     }
 }
