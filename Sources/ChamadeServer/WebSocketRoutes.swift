@@ -4,6 +4,7 @@ import HTTPTypes
 import Hummingbird
 import HummingbirdWebSocket
 import Logging
+import NIOConcurrencyHelpers
 import NIOCore
 import NIOHTTPTypes
 import NIOWebSocket
@@ -149,15 +150,27 @@ extension ServerCore {
 
 /// The WebSocket router's request context: Hummingbird's basic one, plus the channel, so a refusal
 /// can be recorded against it and an admitted stream can watch it close.
+///
+/// The handler reference is let go when the channel closes. hummingbird-websocket's `router.ws`
+/// stores the context itself in that reference (`WebSocketHandlerReference.Value(context:handler:)`)
+/// and never clears it, so a context holding its reference directly is a cycle (reference's box →
+/// context → reference's box) that kept every upgraded connection's context, and through `channel`
+/// the whole closed channel, alive for good: about 5 KB per WebSocket. The box is internal to
+/// hummingbird-websocket, so the cycle is cut here, on our side of it.
 struct StreamRequestContext: RequestContext, WebSocketRequestContext {
     var coreContext: CoreRequestContextStorage
-    let webSocket: WebSocketHandlerReference<StreamRequestContext>
     let channel: any Channel
+    private let webSocketSlot: NIOLockedValueBox<WebSocketHandlerReference<StreamRequestContext>?>
+
+    /// The upgrade's handler reference while the channel is open (a fresh, empty one after).
+    var webSocket: WebSocketHandlerReference<StreamRequestContext> { webSocketSlot.withLockedValue { $0 } ?? .init() }
 
     init(source: ApplicationRequestContextSource) {
         coreContext = .init(source: source)
-        webSocket = .init()
         channel = source.channel
+        let slot = NIOLockedValueBox<WebSocketHandlerReference<StreamRequestContext>?>(.init())
+        webSocketSlot = slot
+        channel.closeFuture.whenComplete { _ in slot.withLockedValue { $0 = nil } }
     }
 }
 
