@@ -3,7 +3,8 @@ sockets: one key's listing must not stall another key's audio, and ended calls m
 import asyncio
 import json
 import os
-import threading
+import subprocess
+import sys
 import time
 
 import httpx
@@ -34,16 +35,19 @@ def test_one_keys_listing_does_not_stall_another_keys_audio():
         other = httpx.Client(base_url=server.base, headers={"X-API-Key": KEY2}, timeout=30)
         a, b = (other.post("/api/call", json={"platform": "discord", "meeting_url": "canary"}).json() for _ in range(2))
 
-        stop = threading.Event()
-        listings = []
-
-        def lister():
-            c = httpx.Client(base_url=server.base, headers={"X-API-Key": KEY1}, timeout=30)
-            while not stop.is_set():
-                t = time.monotonic()
-                r = c.get("/api/calls")
-                assert r.status_code == 200 and len(r.json()["calls"]) == 2000
-                listings.append(time.monotonic() - t)
+        # The listings run in other processes: parsing 2,000 calls in this one would hold Python's
+        # GIL and stall the canary's own receive loop, which is not what is measured.
+        lister = (
+            "import httpx, sys, time\n"
+            f"c = httpx.Client(base_url='{server.base}', headers={{'X-API-Key': '{KEY1}'}}, timeout=30)\n"
+            "n = 0\n"
+            "end = time.monotonic() + 3.0\n"
+            "while time.monotonic() < end:\n"
+            "    r = c.get('/api/calls')\n"
+            "    assert r.status_code == 200 and r.content.count(b'\"call_id\"') == 2000\n"
+            "    n += 1\n"
+            "print(n)\n"
+        )
 
         async def go():
             url = f"{server.ws}/api/call/%s/stream?api_key={KEY2}"
@@ -61,29 +65,30 @@ def test_one_keys_listing_does_not_stall_another_keys_audio():
 
             talking = asyncio.create_task(talk())
             await asyncio.sleep(0.5)
-            threads = [threading.Thread(target=lister) for _ in range(4)]
-            for t in threads:
-                t.start()
+            procs = [subprocess.Popen([sys.executable, "-c", lister], stdout=subprocess.PIPE, text=True) for _ in range(4)]
             arrivals = []
             end = time.monotonic() + 3.0
             while time.monotonic() < end:
                 m = await asyncio.wait_for(listener.recv(), 2)
                 if isinstance(m, bytes):
                     arrivals.append(time.monotonic())
-            stop.set()
-            for t in threads:
-                t.join()
+            for p in procs:
+                out, _ = p.communicate(timeout=30)
+                assert p.returncode == 0
+                listings.append(int(out))
             await talking
             await talker.close()
             await listener.close()
             return np.diff(arrivals)
 
+        listings = []
         gaps = run(go())
-        assert len(listings) >= 4, listings
-        # The canary keeps its cadence while four listings of 2,000 calls run in parallel (the old
-        # server stalled another key's receiver 384 ms to 1 s with 4,000 calls).
+        assert sum(listings) >= 4, listings
+        # The canary keeps its cadence (measured: gaps under 30 ms) while four listings of 2,000 calls
+        # run in parallel, about 150 in 3 s (the old server stalled another key's receiver 384 ms to
+        # 1 s with 4,000 calls).
         assert len(gaps) >= 140, len(gaps)
-        assert gaps.max() < 0.15, gaps.max()
+        assert gaps.max() < 0.10, (gaps.max(), listings)
     finally:
         server.stop()
 
