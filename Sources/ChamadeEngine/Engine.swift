@@ -242,6 +242,8 @@ public final class Engine: Sendable {
         public var lateTicks: Int
         public var skippedTicks: Int
         public var lostEvents: Int
+        /// Ready-list entries lost to a full ready ring (their blocks waited for the next entry).
+        public var lostReadyEntries: Int
         public var tickNanosecondsTotal: Int
         public var maxTickNanoseconds: Int
         /// Tick-time histogram: counts per bucket with upper bounds `tickHistogramBoundsMicroseconds`
@@ -258,7 +260,7 @@ public final class Engine: Sendable {
         let (roomCount, participants) = registry.withLock { ($0.rooms.count, Array($0.participants.values)) }
         var s = Statistics(
             rooms: roomCount, participants: participants.count, ticks: 0, lateTicks: 0, skippedTicks: 0,
-            lostEvents: 0, tickNanosecondsTotal: 0, maxTickNanoseconds: 0,
+            lostEvents: 0, lostReadyEntries: 0, tickNanosecondsTotal: 0, maxTickNanoseconds: 0,
             tickHistogram: [Int](repeating: 0, count: ShardTelemetry.bucketBoundsMicroseconds.count + 1),
             tickHistogramBoundsMicroseconds: ShardTelemetry.bucketBoundsMicroseconds,
             droppedBlocks: 0, overflowSamples: 0, bytesIn: 0, blocksOut: 0)
@@ -269,6 +271,7 @@ public final class Engine: Sendable {
             s.lateTicks += t.late.load(ordering: .relaxed)
             s.skippedTicks += t.skipped.load(ordering: .relaxed)
             s.lostEvents += shard.events.lost.load(ordering: .relaxed)
+            s.lostReadyEntries += shard.events.lostReady.load(ordering: .relaxed)
             s.tickNanosecondsTotal += t.tickNanosecondsTotal.load(ordering: .relaxed)
             s.maxTickNanoseconds = max(s.maxTickNanoseconds, t.maxTickNanoseconds.load(ordering: .relaxed))
             for (i, c) in t.bucketCounts().enumerated() { s.tickHistogram[i] += c }

@@ -172,26 +172,19 @@ public final class Participant: Sendable {
     /// Takes the oldest queued block of its mix-minus (exactly `sampleRate.blockSampleCount`
     /// samples), skipping blocks more than about a second old (counted as dropped). False when no
     /// block is ready, or when `block` is not the size of a block at the current rate (the rate may
-    /// change between reading `sampleRate` and this call: see `pullBlock(intoBuffer:)`).
+    /// change between reading `sampleRate` and this call: `pullReadyBlocks` hands each block with
+    /// its rate).
     public func pullBlock(into block: UnsafeMutableBufferPointer<Int16>) -> Bool {
-        pull(into: block, exact: true) > 0
+        pull(into: block) > 0
     }
 
-    /// Takes the oldest queued block into the front of `buffer`, which must hold at least one block at
-    /// the current rate (960 samples always do), and returns its sample count, or 0 when none is
-    /// ready. The rate is read under the same lock as the block, so a concurrent rate change cannot
-    /// make the two disagree.
-    public func pullBlock(intoBuffer buffer: UnsafeMutableBufferPointer<Int16>) -> Int {
-        pull(into: buffer, exact: false)
-    }
-
-    private func pull(into buffer: UnsafeMutableBufferPointer<Int16>, exact: Bool) -> Int {
+    private func pull(into buffer: UnsafeMutableBufferPointer<Int16>) -> Int {
         let now = room.core.publishedTick.load(ordering: .relaxed)
         let minimum = now > UInt64(Self.outboundLimitBlocks) ? now - UInt64(Self.outboundLimitBlocks) : 0
         let (count, discarded) = outbound.withLock { side -> (Int, Int) in
             guard let e = side.end else { return (0, 0) }
             let n = e.state.rate.blockSampleCount
-            guard exact ? buffer.count == n : buffer.count >= n else { return (0, 0) }
+            guard buffer.count == n else { return (0, 0) }
             let (pulled, discarded) = e.outConsumer.pull(
                 into: UnsafeMutableBufferPointer(rebasing: buffer[0..<n]), minimumStamp: minimum)
             return (pulled ? n : 0, discarded)

@@ -50,7 +50,7 @@ final class ServerMetrics: Sendable {
         "chamade_ticks_total", "chamade_late_ticks_total", "chamade_skipped_ticks_total",
         "chamade_engine_dropped_blocks_total", "chamade_socket_dropped_frames_total",
         "chamade_playout_overflow_samples_total", "chamade_bytes_in_total", "chamade_frames_out_total",
-        "chamade_lost_events_total",
+        "chamade_lost_events_total", "chamade_lost_ready_entries_total",
     ]
 
     /// Brings every metric up to date, then renders the Prometheus text.
@@ -69,6 +69,7 @@ final class ServerMetrics: Sendable {
                 "chamade_socket_dropped_frames_total": counters.socketDroppedFrames.load(ordering: .relaxed),
                 "chamade_playout_overflow_samples_total": s.overflowSamples, "chamade_bytes_in_total": s.bytesIn,
                 "chamade_frames_out_total": s.blocksOut, "chamade_lost_events_total": s.lostEvents,
+                "chamade_lost_ready_entries_total": s.lostReadyEntries,
             ]
             for (name, value) in values {
                 let delta = value - last[name, default: 0]
