@@ -2,8 +2,9 @@ import CChamadeShims
 import ChamadeCore
 import Testing
 
-/// The media-plane codecs a platform leg runs per packet — G.711 both ways, RTP header write and
-/// parse, RFC 4733 payloads, RFC 3550 receive statistics, RTCP reports — allocate nothing once warm.
+/// The media-plane codecs a platform leg runs per packet — G.711 both ways and its concealment, RTP
+/// header write and parse, RFC 4733 payloads and the digit sender, RFC 3550 receive statistics, RTCP
+/// reports — allocate nothing once warm.
 /// In ChamadeEngineTests because this target links the malloc counter (ChamadeCoreTests does not).
 @Suite("Media codec allocations")
 struct MediaCodecAllocationTests {
@@ -22,6 +23,8 @@ struct MediaCodecAllocationTests {
         }
         for i in 0..<160 { samples[i] = Int16(truncatingIfNeeded: i &* 397) }
         var statistics = RTPReceiveStatistics()
+        var concealment = G711Concealment()
+        var dtmf = try TelephoneEventSender(clockRate: 8000)
         var checksum = 0
         func cycle(_ k: Int) throws {
             let law: G711.Law = k % 2 == 0 ? .mu : .a
@@ -34,6 +37,14 @@ struct MediaCodecAllocationTests {
             let parsed = try RTPPacket.parse(UnsafeRawBufferPointer(rebasing: packet[0..<(headerBytes + 160)]))
             let payload = UnsafeRawBufferPointer(rebasing: packet[parsed.payloadByteRange])
             law.decode(payload.bindMemory(to: UInt8.self), into: samples)
+            // Every ninth block is lost and concealed; the others pass through.
+            if k % 9 == 0 {
+                concealment.lost(into: samples)
+            } else {
+                concealment.received(UnsafeBufferPointer(samples), into: samples)
+            }
+            if k % 40 == 0 { try dtmf.enqueue("12#") }
+            if let p = dtmf.next(at: UInt32(truncatingIfNeeded: k * 160)) { checksum &+= Int(p.event.event) }
             _ = statistics.record(
                 sequence: parsed.header.sequenceNumber, timestamp: parsed.header.timestamp,
                 arrival: UInt32(truncatingIfNeeded: k * 160 + k % 7))
