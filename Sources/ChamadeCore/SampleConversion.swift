@@ -88,18 +88,4 @@ public enum SampleConversion {
         let o = output.baseAddress!
         for k in 0..<n { o[k] = toInt16(i[k]) }
     }
-
-    /// out = toInt16(a − b): a shared conversion of the total minus a participant's own conversion.
-    @inlinable
-    public static func toInt16(
-        _ a: UnsafeBufferPointer<Float>, minus b: UnsafeBufferPointer<Float>, into output: UnsafeMutableBufferPointer<Int16>
-    ) {
-        let n = output.count
-        precondition(a.count >= n && b.count >= n, "inputs too short")
-        guard n > 0 else { return }
-        let x = a.baseAddress!
-        let y = b.baseAddress!
-        let o = output.baseAddress!
-        for k in 0..<n { o[k] = toInt16(x[k] - y[k]) }
-    }
 }

@@ -91,10 +91,9 @@ final class Call: Sendable {
 
     /// The call object (SPEC §3); `since` adds the transcript from that line on.
     func object(baseURL: String, since: Int? = nil) -> CallObject {
-        let (state, endedAt, transcript) = withLock { m in
-            (m.state, m.endedAt, since.map { Array(m.transcript.dropFirst($0)) })
+        let (state, endedAt, transcript, length) = withLock { m in
+            (m.state, m.endedAt, since.map { Array(m.transcript.dropFirst($0)) }, since.map { _ in m.transcript.count })
         }
-        let length = since == nil ? nil : withLock { $0.transcript.count }
         let wsBase =
             baseURL.hasPrefix("https://")
             ? "wss://" + baseURL.dropFirst("https://".count) : "ws://" + baseURL.dropFirst("http://".count)

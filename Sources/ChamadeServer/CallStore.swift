@@ -188,6 +188,12 @@ final class CallStore: Sendable {
         }
     }
 
+    /// Sends `message` to every WebSocket of the other calls of `call`'s room (chat, typing).
+    func tellOthers(of call: Call, _ message: some Encodable) {
+        let text = WireJSON.encode(message)
+        for other in others(of: call) { other.broadcast(text: text) }
+    }
+
     /// Every call of `call`'s room that has not ended, itself included.
     func roomCalls(of call: Call) -> [Call] {
         state.withLockedValue { s in (s.rooms[call.roomKey]?.callIDs ?? []).compactMap { s.calls[$0] } }

@@ -212,8 +212,7 @@ final class Session: Sendable {
             error("invalid_text", "\"text\" must be 1 to 10,000 characters")
             return
         }
-        let chat = WireJSON.encode(ServerMessage.Chat(sender: call.agentName, text: text))
-        for other in store.others(of: call) { other.broadcast(text: chat) }
+        store.tellOthers(of: call, ServerMessage.Chat(sender: call.agentName, text: text))
     }
 }
 
@@ -221,19 +220,5 @@ extension Call {
     /// Sends a text message to every WebSocket of the call.
     func broadcast(text: String) {
         for s in withLock({ Array($0.sessions.values) }) { s.outbox.send(text: text) }
-    }
-}
-
-extension Error {
-    /// The first key of a decoding error's path: the field that was wrong.
-    var fieldName: String? {
-        guard let e = self as? DecodingError else { return nil }
-        let path: [any CodingKey]
-        switch e {
-        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c): path = c.codingPath
-        case .keyNotFound(let key, let c): path = c.codingPath + [key]
-        @unknown default: return nil
-        }
-        return path.first?.stringValue
     }
 }

@@ -71,3 +71,17 @@ func decodeBody<T: Decodable>(
         throw APIError.badRequest(codeForField(field), "\"\(field)\" has the wrong type")
     }
 }
+
+extension Error {
+    /// The first key of a decoding error's path: the field that was wrong.
+    var fieldName: String? {
+        guard let e = self as? DecodingError else { return nil }
+        let path: [any CodingKey]
+        switch e {
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c): path = c.codingPath
+        case .keyNotFound(let key, let c): path = c.codingPath + [key]
+        @unknown default: return nil
+        }
+        return path.first?.stringValue
+    }
+}

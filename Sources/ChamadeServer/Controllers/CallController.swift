@@ -83,8 +83,7 @@ struct CallController {
             throw APIError.badRequest("invalid_text", "text must be 1 to 10,000 characters")
         }
         let sender = body.senderName.flatMap { $0.isEmpty ? nil : $0 } ?? call.agentName
-        let message = WireJSON.encode(ServerMessage.Chat(sender: sender, text: text))
-        for other in core.store.others(of: call) { other.broadcast(text: message) }
+        core.store.tellOthers(of: call, ServerMessage.Chat(sender: sender, text: text))
         return OK()
     }
 
@@ -116,8 +115,7 @@ struct CallController {
 
     @Sendable func typing(_ request: Request, context: APIRequestContext) async throws -> OK {
         let call = try liveCall(context)
-        let message = WireJSON.encode(ServerMessage.Typing(sender: call.agentName))
-        for other in core.store.others(of: call) { other.broadcast(text: message) }
+        core.store.tellOthers(of: call, ServerMessage.Typing(sender: call.agentName))
         return OK()
     }
 
