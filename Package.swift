@@ -18,6 +18,7 @@ let package = Package(
         .library(name: "ChamadeDSP", targets: ["ChamadeDSP"]),
         .library(name: "ChamadeAudioFile", targets: ["ChamadeAudioFile"]),
         .library(name: "ChamadeTools", targets: ["ChamadeTools"]),
+        .library(name: "ChamadeMedia", targets: ["ChamadeMedia"]),
         .library(name: "ChamadeServer", targets: ["ChamadeServer"]),
     ],
     dependencies: [
@@ -60,17 +61,21 @@ let package = Package(
         .target(
             name: "ChamadeEngine", dependencies: ["ChamadeCore", "ChamadeDSP", "CChamadeShims"],
             swiftSettings: swiftSettings),
+        // Platform legs' media plane: RTP/RTCP sockets, jitter buffer to codec to room, media threads.
+        .target(
+            name: "ChamadeMedia", dependencies: ["ChamadeEngine", "ChamadeCore", "ChamadeDSP", "CChamadeShims"],
+            swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTools",
             dependencies: [
-                "ChamadeEngine", "ChamadeAudioFile", "ChamadeCore",
+                "ChamadeEngine", "ChamadeAudioFile", "ChamadeCore", "ChamadeMedia", "ChamadeDSP",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: swiftSettings),
         .target(
             name: "ChamadeServer",
             dependencies: [
-                "ChamadeEngine", "ChamadeCore", "CChamadeShims",
+                "ChamadeEngine", "ChamadeCore", "ChamadeMedia", "CChamadeShims",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -73,6 +73,14 @@ public enum Opus {
         }
     }
 
+    /// The duration of `packet` in samples at `sampleRate` (from its TOC byte and frame count), or
+    /// nil when the packet is malformed. Real-time safe.
+    public static func sampleCount(of packet: UnsafeRawBufferPointer, sampleRate: Int) -> Int? {
+        guard let base = packet.baseAddress, packet.count > 0 else { return nil }
+        let n = opus_packet_get_nb_samples(base.assumingMemoryBound(to: UInt8.self), Int32(packet.count), Int32(sampleRate))
+        return n > 0 ? Int(n) : nil
+    }
+
     static func checkRate(_ rate: SampleRate) throws(Error) {
         guard supportedRates.contains(rate.hertz) else { throw .unsupportedRate(hertz: rate.hertz) }
     }
@@ -166,6 +174,30 @@ public enum Opus {
                 block.baseAddress!, Int32(block.count), fec ? 1 : 0)
             guard n >= 0 else { throw .from(code: n) }
             if Int(n) < block.count { (block.baseAddress! + Int(n)).update(repeating: 0, count: block.count - Int(n)) }
+        }
+
+        /// Decodes one packet of any duration the codec allows (2.5–120 ms) into the start of
+        /// `output` and returns the samples written. With `fec`, decodes the in-band redundancy this
+        /// packet carries for the `frameSampleCount` samples before it (the lost packet) instead;
+        /// `frameSampleCount` must then be given. Real-time safe.
+        public mutating func decode(
+            packet: UnsafeRawBufferPointer, into output: UnsafeMutableBufferPointer<Int16>, fec: Bool = false,
+            frameSampleCount: Int? = nil
+        ) throws(Error) -> Int {
+            let frame = min(frameSampleCount ?? output.count, output.count)
+            let n = opus_decode(
+                state, packet.baseAddress?.assumingMemoryBound(to: UInt8.self), Int32(packet.count),
+                output.baseAddress!, Int32(frame), fec ? 1 : 0)
+            guard n >= 0 else { throw .from(code: n) }
+            return Int(n)
+        }
+
+        /// Packet-loss concealment of `sampleCount` samples (a multiple of 2.5 ms) into the start of
+        /// `output`; returns the samples written. Real-time safe.
+        public mutating func conceal(sampleCount: Int, into output: UnsafeMutableBufferPointer<Int16>) throws(Error) -> Int {
+            let n = opus_decode(state, nil, 0, output.baseAddress!, Int32(min(sampleCount, output.count)), 0)
+            guard n >= 0 else { throw .from(code: n) }
+            return Int(n)
         }
 
         /// Packet-loss concealment: one 20 ms block extrapolated from history (decoding with no packet).

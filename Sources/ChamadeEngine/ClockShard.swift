@@ -177,7 +177,7 @@ public final class TickSignal: @unchecked Sendable {
     }
 
     /// Called by the clock. Real-time safe: does not post when a wake-up is already pending.
-    func post() {
+    package func post() {
         var value: Int32 = 0
         sem_getvalue(semaphore, &value)
         if value < 1 { sem_post(semaphore) }

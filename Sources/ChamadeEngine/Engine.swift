@@ -314,3 +314,9 @@ func spawnThread(_ body: @escaping @Sendable () -> Void) -> pthread_t {
     precondition(rc == 0, "pthread_create failed: \(rc)")
     return thread
 }
+
+/// Starts a detached POSIX thread running `body`, for the other modules' long-lived threads (media
+/// workers) that no one joins.
+package func startDetachedThread(_ body: @escaping @Sendable () -> Void) {
+    pthread_detach(spawnThread(body))
+}

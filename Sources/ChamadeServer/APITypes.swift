@@ -114,12 +114,14 @@ public struct CallObject: ResponseEncodable, Sendable, Equatable {
     public var createdAt: String
     public var endedAt: String?
     public var audio: Audio
+    /// The room's platform leg (`rtp` and `sip` rooms), SPEC §6.
+    public var leg: LegObject?
     /// Present on `GET /api/call/{id}` only.
     public var transcript: [String]?
     public var transcriptLength: Int?
 
     enum CodingKeys: String, CodingKey {
-        case state, capabilities, platform, direction, caller, audio, transcript
+        case state, capabilities, platform, direction, caller, audio, transcript, leg
         case callID = "call_id"
         case roomID = "room_id"
         case participantID = "participant_id"
@@ -148,9 +150,50 @@ public struct CallObject: ResponseEncodable, Sendable, Equatable {
         // `ended_at` is always present: null while the call lives.
         try c.encode(endedAt, forKey: .endedAt)
         try c.encode(audio, forKey: .audio)
+        try c.encodeIfPresent(leg, forKey: .leg)
         try c.encodeIfPresent(transcript, forKey: .transcript)
         try c.encodeIfPresent(transcriptLength, forKey: .transcriptLength)
     }
+}
+
+/// A platform leg as the call object shows it (SPEC §6).
+public struct LegObject: Codable, Sendable, Equatable {
+    public var kind: String
+    public var codec: String
+    public var payloadType: Int
+    public var localRTP: String
+    public var remoteRTP: String?
+    public var packetsReceived: Int
+    public var packetsLost: Int
+    public var packetsLate: Int
+    public var jitterMs: Double
+    public var jitterBufferMs: Double
+    public var concealedMs: Double
+    public var packetsSent: Int
+    public var packetsInvalid: Int
+    public var sipCallID: String?
+
+    enum CodingKeys: String, CodingKey {
+        case kind, codec
+        case payloadType = "payload_type"
+        case localRTP = "local_rtp"
+        case remoteRTP = "remote_rtp"
+        case packetsReceived = "packets_received"
+        case packetsLost = "packets_lost"
+        case packetsLate = "packets_late"
+        case jitterMs = "jitter_ms"
+        case jitterBufferMs = "jitter_buffer_ms"
+        case concealedMs = "concealed_ms"
+        case packetsSent = "packets_sent"
+        case packetsInvalid = "packets_invalid"
+        case sipCallID = "sip_call_id"
+    }
+}
+
+/// `{"queued_ms": N}`: how long what is queued takes to play or send.
+struct Queued: ResponseEncodable {
+    var queuedMs: Int
+    enum CodingKeys: String, CodingKey { case queuedMs = "queued_ms" }
 }
 
 struct CallList: ResponseEncodable {

@@ -1,5 +1,6 @@
 import ChamadeCore
 import ChamadeEngine
+import ChamadeMedia
 import Foundation
 import NIOConcurrencyHelpers
 
@@ -21,6 +22,10 @@ final class Call: Sendable {
     let createdAt: Date
     let direction: String
     let caller: String
+    /// The room's rate (the platform's, or the leg codec's for `rtp` rooms).
+    let nativeRate: SampleRate
+    /// The room's platform leg, if it has one.
+    let leg: RTPLeg?
 
     struct Mutable {
         var state: CallState = .active
@@ -42,8 +47,10 @@ final class Call: Sendable {
 
     init(
         id: String, apiKey: String, platform: Platform, meetingURL: String, agentName: String, roomKey: RoomKey,
-        room: Room, participant: Participant
+        room: Room, participant: Participant, leg: RTPLeg? = nil
     ) {
+        self.nativeRate = room.nativeRate
+        self.leg = leg
         self.id = id
         self.apiKey = apiKey
         self.platform = platform
@@ -102,8 +109,19 @@ final class Call: Sendable {
             textWSURL: "\(wsBase)/api/call/\(id)/stream", state: state, capabilities: platform.capabilities,
             platform: platform, meetingURL: meetingURL, agentName: agentName, direction: direction, caller: caller,
             createdAt: Self.timestamp(createdAt), endedAt: endedAt.map(Self.timestamp),
-            audio: .init(sampleRate: platform.nativeRate.hertz, frameBytes: platform.nativeRate.blockByteCount),
+            audio: .init(sampleRate: nativeRate.hertz, frameBytes: nativeRate.blockByteCount),
+            leg: leg.map(Self.legObject),
             transcript: transcript, transcriptLength: length)
+    }
+
+    static func legObject(_ leg: RTPLeg) -> LegObject {
+        let s = leg.statistics
+        return LegObject(
+            kind: "rtp", codec: leg.configuration.codec.rawValue, payloadType: Int(leg.configuration.payloadType),
+            localRTP: leg.local.description, remoteRTP: leg.remote.description, packetsReceived: s.packetsReceived,
+            packetsLost: s.packetsLost, packetsLate: s.packetsLate, jitterMs: s.jitterMilliseconds,
+            jitterBufferMs: s.jitterBufferMilliseconds, concealedMs: s.concealedMilliseconds, packetsSent: s.packetsSent,
+            packetsInvalid: s.packetsInvalid, sipCallID: nil)
     }
 
     static func timestamp(_ date: Date) -> String {

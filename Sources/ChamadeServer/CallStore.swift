@@ -1,5 +1,6 @@
 import ChamadeCore
 import ChamadeEngine
+import ChamadeMedia
 import Foundation
 import HTTPTypes
 import NIOConcurrencyHelpers
@@ -38,16 +39,24 @@ final class CallStore: Sendable {
     /// Calls by participant: how engine events and delivered blocks find their call.
     let byParticipant = NIOLockedValueBox<[ParticipantID: Call]>([:])
 
+    /// The media plane of platform legs, started with the first leg.
+    let media: LazyMedia
+    /// Counters of the legs already closed (`/metrics` adds the open ones).
+    let closedLegs = NIOLockedValueBox(RTPLegStatistics())
+
     init(engine: Engine, configuration: ServerConfiguration, events: AccountEvents) {
         self.engine = engine
         self.configuration = configuration
         self.events = events
+        self.media = LazyMedia(configuration: configuration)
     }
 
     // MARK: create and end
 
     func create(apiKey: String, platform: Platform, meetingURL: String, agentName: String) throws(APIError) -> Call {
         let roomKey = RoomKey(platform: platform, meetingURL: meetingURL)
+        let plan = platform == .rtp ? try LegPlan(meetingURL: meetingURL, configuration: configuration) : nil
+        let nativeRate = plan?.configuration.codec.nativeRate ?? platform.nativeRate
         let limit = configuration.maxCallsPerKey
         let handle = try state.withTypedLock { (s: inout State) throws(APIError) -> RoomHandle in
             guard !s.stopping else { throw APIError.shuttingDown }
@@ -56,16 +65,20 @@ final class CallStore: Sendable {
                 throw APIError(.tooManyRequests, "too_many_calls", "this key already has \(held) calls not ended (limit \(limit))")
             }
             s.reserved[apiKey, default: 0] += 1
-            let entry = s.rooms[roomKey] ?? RoomEntry(handle: RoomHandle(nativeRate: platform.nativeRate))
+            let entry = s.rooms[roomKey] ?? RoomEntry(handle: RoomHandle(nativeRate: nativeRate, leg: plan))
             s.rooms[roomKey, default: entry].members += 1
             return entry.handle
         }
         let room: Room
         let participant: Participant
         do throws(APIError) {
-            room = try handle.open(engine: engine, capacity: configuration.roomCapacity)
+            room = try handle.open(engine: engine, capacity: configuration.roomCapacity, media: media) {
+                [weak self, weak handle] event in
+                guard let self, let handle else { return }
+                self.legEvent(event, roomKey: roomKey, handle: handle)
+            }
             do throws(EngineError) {
-                participant = try room.join(rate: platform.nativeRate, receiving: false)
+                participant = try room.join(rate: room.nativeRate, receiving: false)
             } catch .roomFull(let capacity) {
                 throw APIError.conflict("room_full", "the room is full (\(capacity) participants)")
             } catch {
@@ -77,7 +90,7 @@ final class CallStore: Sendable {
         }
         let call = Call(
             id: "call_" + Self.randomToken(12), apiKey: apiKey, platform: platform, meetingURL: meetingURL,
-            agentName: agentName, roomKey: roomKey, room: room, participant: participant)
+            agentName: agentName, roomKey: roomKey, room: room, participant: participant, leg: handle.leg)
         let committed = state.withLockedValue { s -> Bool in
             s.reserved[apiKey, default: 1] -= 1
             if s.reserved[apiKey] == 0 { s.reserved.removeValue(forKey: apiKey) }
@@ -109,7 +122,48 @@ final class CallStore: Sendable {
             s.rooms.removeValue(forKey: roomKey)
             return entry.handle
         }
-        if let room = emptied?.close() { engine.removeRoom(room) }
+        if let emptied { close(emptied) }
+    }
+
+    /// Closes a room that lost its last call: its leg (counters kept for `/metrics`), then the room.
+    private func close(_ handle: RoomHandle) {
+        let (room, leg) = handle.close()
+        if let leg {
+            leg.close()
+            let s = leg.statistics
+            closedLegs.withLockedValue { $0.add(s) }
+        }
+        if let room { engine.removeRoom(room) }
+    }
+
+    /// A leg's event: a digit goes to every call of its room; a lost leg ends them all.
+    private func legEvent(_ event: RTPLegEvent, roomKey: RoomKey, handle: RoomHandle) {
+        let calls = state.withLockedValue { s -> [Call] in
+            guard let entry = s.rooms[roomKey], entry.handle === handle else { return [] }
+            return entry.callIDs.compactMap { s.calls[$0] }
+        }
+        switch event {
+        case .digit(let digit, let ms):
+            let text = WireJSON.encode(ServerMessage.DTMF(digit: String(digit), durationMs: ms))
+            for c in calls { c.broadcast(text: text) }
+        case .timedOut:
+            let text = WireJSON.encode(
+                ServerMessage.Error(
+                    code: "bridge_disconnected",
+                    message: "The platform leg sent no RTP or RTCP for \(configuration.rtpTimeoutSeconds) s. Create the call again with the same meeting_url to reconnect."))
+            for c in calls {
+                c.broadcast(text: text)
+                try? end(c)
+            }
+        }
+    }
+
+    /// Counters of every leg, open and closed.
+    func legStatistics() -> RTPLegStatistics {
+        let open = state.withLockedValue { s in s.rooms.values.compactMap { $0.handle.leg } }
+        var total = closedLegs.withLockedValue { $0 }
+        for leg in open { total.add(leg.statistics) }
+        return total
     }
 
     /// Ends `call`: it leaves its room (removed with its last call), its WebSockets get `call_state`
@@ -129,10 +183,10 @@ final class CallStore: Sendable {
         }
         byParticipant.withLockedValue { _ = $0.removeValue(forKey: call.participantID) }
         participant?.leave()
-        if let room = emptied?.close() { engine.removeRoom(room) }
         for w in waiters { w(0) }
         for s in sessions { s.callEnded() }
         events.publish(apiKey: call.apiKey, state: .ended, callID: call.id)
+        if let emptied { close(emptied) }
     }
 
     /// Ends every call and refuses new ones (shutdown).
@@ -214,35 +268,100 @@ final class CallStore: Sendable {
 }
 
 /// A room of the store, created in the engine by the first call that joins it, outside the store's
-/// lock (the room's own lock makes concurrent first joins create it once).
+/// lock (the room's own lock makes concurrent first joins create it once). A room of a leg
+/// platform opens its leg at the same time (SPEC §6: the first call of the room opens the leg).
 final class RoomHandle: Sendable {
     let nativeRate: SampleRate
-    private let room = NIOLockedValueBox<(room: Room?, closed: Bool)>((nil, false))
+    let plan: LegPlan?
+    private struct State {
+        var room: Room?
+        var leg: RTPLeg?
+        var closed = false
+    }
+    private let state = NIOLockedValueBox(State())
 
-    init(nativeRate: SampleRate) { self.nativeRate = nativeRate }
+    init(nativeRate: SampleRate, leg plan: LegPlan? = nil) {
+        self.nativeRate = nativeRate
+        self.plan = plan
+    }
 
-    func open(engine: Engine, capacity: Int) throws(APIError) -> Room {
-        try room.withTypedLock { (r: inout (room: Room?, closed: Bool)) throws(APIError) -> Room in
-            if let existing = r.room { return existing }
-            guard !r.closed else { throw APIError(.serviceUnavailable, "engine_unavailable", "the room is closing") }
+    var leg: RTPLeg? { state.withLockedValue { $0.leg } }
+
+    func open(
+        engine: Engine, capacity: Int, media: LazyMedia, onLegEvent: @escaping @Sendable (RTPLegEvent) -> Void
+    ) throws(APIError) -> Room {
+        try state.withTypedLock { (s: inout State) throws(APIError) -> Room in
+            if let existing = s.room { return existing }
+            guard !s.closed else { throw APIError(.serviceUnavailable, "engine_unavailable", "the room is closing") }
+            let created: Room
             do throws(EngineError) {
-                let created = try engine.createRoom(nativeRate: nativeRate, capacity: capacity)
-                r.room = created
-                return created
+                created = try engine.createRoom(nativeRate: nativeRate, capacity: capacity)
             } catch {
                 throw APIError(.serviceUnavailable, "engine_unavailable", error.description)
             }
+            if let plan {
+                do throws(RTPLegError) {
+                    s.leg = try media.runtime().openLeg(room: created, configuration: plan.configuration, onEvent: onLegEvent)
+                } catch {
+                    engine.removeRoom(created)
+                    throw APIError(.serviceUnavailable, "rtp_unavailable", "cannot open the RTP leg: \(error)")
+                }
+            }
+            s.room = created
+            return created
         }
     }
 
-    /// Closes the handle; returns the room to remove from the engine, if one was created.
-    func close() -> Room? {
-        room.withLockedValue { r in
-            r.closed = true
-            defer { r.room = nil }
-            return r.room
+    /// Closes the handle; returns the room to remove from the engine and the leg to close, if made.
+    func close() -> (Room?, RTPLeg?) {
+        state.withLockedValue { s in
+            s.closed = true
+            defer { (s.room, s.leg) = (nil, nil) }
+            return (s.room, s.leg)
         }
     }
+}
+
+/// What a leg platform's `meeting_url` asks for, checked before any room exists.
+struct LegPlan: Sendable {
+    let configuration: RTPLegConfiguration
+    let speakerName: String
+
+    init(meetingURL: String, configuration server: ServerConfiguration) throws(APIError) {
+        let url: RTPURL
+        do throws(RTPURL.Invalid) { url = try RTPURL(parsing: meetingURL) } catch {
+            throw APIError.badRequest("invalid_meeting_url", "\(error.description): rtp://HOST:PORT?codec=opus|pcmu|pcma[&pt=N][&dtmf_pt=N][&name=Speaker]")
+        }
+        guard let remote = Endpoint.resolve(host: url.host, port: url.port) else {
+            throw APIError.badRequest("invalid_meeting_url", "cannot resolve \(url.host) to an IPv4 address")
+        }
+        configuration = RTPLegConfiguration(
+            codec: url.codec, remote: remote, payloadType: url.payloadType,
+            telephoneEventPayloadType: url.telephoneEventPayloadType, timeoutSeconds: server.rtpTimeoutSeconds,
+            canonicalName: "chamade@\(url.name)")
+        speakerName = url.name
+    }
+}
+
+/// The server's media runtime, made with the first leg (a server without legs runs no media thread).
+final class LazyMedia: Sendable {
+    private let configuration: ServerConfiguration
+    private let made = NIOLockedValueBox<MediaRuntime?>(nil)
+
+    init(configuration: ServerConfiguration) { self.configuration = configuration }
+
+    func runtime() throws(RTPLegError) -> MediaRuntime {
+        try made.withTypedLock { (m: inout MediaRuntime?) throws(RTPLegError) -> MediaRuntime in
+            if let m { return m }
+            let host = configuration.host == "localhost" ? "127.0.0.1" : configuration.host
+            let bind = Endpoint(host: host, port: 0) != nil ? host : "0.0.0.0"
+            let runtime = try MediaRuntime(configuration: .init(bindAddress: bind, ports: configuration.rtpPorts))
+            m = runtime
+            return runtime
+        }
+    }
+
+    func shutdown() { made.withLockedValue { $0?.shutdown() } }
 }
 
 extension NIOLockedValueBox {

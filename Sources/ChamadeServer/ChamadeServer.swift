@@ -155,6 +155,7 @@ final class CallsShutdown: Service, Sendable {
     func run() async throws {
         try? await gracefulShutdown()
         store.endAll()
+        store.media.shutdown()
         // Give the sockets a moment to send `ended` and their close frames.
         try? await Task.sleep(for: .milliseconds(300))
     }

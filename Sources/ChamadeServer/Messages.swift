@@ -71,6 +71,16 @@ enum ServerMessage {
         var text: String
     }
 
+    struct DTMF: Encodable {
+        var type = "call_dtmf"
+        var digit: String
+        var durationMs: Int
+        enum CodingKeys: String, CodingKey {
+            case type, digit
+            case durationMs = "duration_ms"
+        }
+    }
+
     struct Typing: Encodable {
         var type = "call_typing"
         var sender: String

@@ -21,6 +21,10 @@ public struct ServerConfiguration: Sendable {
     public var roomCapacity: Int
     /// Seconds an HTTP connection may stay idle before it is closed.
     public var idleTimeoutSeconds: Int
+    /// Local ports of platform legs (`--rtp-ports`): RTP on even ports, RTCP on the next.
+    public var rtpPorts: ClosedRange<Int>
+    /// Seconds without RTP or RTCP after which a leg is lost (`--rtp-timeout`).
+    public var rtpTimeoutSeconds: Double
 
     public struct TLSFiles: Sendable {
         public var certificatePath: String
@@ -34,8 +38,11 @@ public struct ServerConfiguration: Sendable {
     public init(
         host: String = "127.0.0.1", port: Int = 8787, apiKeys: [String], advertisedURL: String? = nil,
         tls: TLSFiles? = nil, endedRetentionSeconds: Double = 3600, maxCallsPerKey: Int = 1000,
-        maxStreamsPerCall: Int = 8, roomCapacity: Int = 256, idleTimeoutSeconds: Int = 60
+        maxStreamsPerCall: Int = 8, roomCapacity: Int = 256, idleTimeoutSeconds: Int = 60,
+        rtpPorts: ClosedRange<Int> = 20000...29999, rtpTimeoutSeconds: Double = 10
     ) {
+        self.rtpPorts = rtpPorts
+        self.rtpTimeoutSeconds = rtpTimeoutSeconds
         self.host = host
         self.port = port
         self.apiKeys = apiKeys

@@ -1,4 +1,5 @@
 import ChamadeEngine
+import ChamadeMedia
 import CoreMetrics
 import NIOConcurrencyHelpers
 import Prometheus
@@ -51,12 +52,15 @@ final class ServerMetrics: Sendable {
         "chamade_engine_dropped_blocks_total", "chamade_socket_dropped_frames_total",
         "chamade_playout_overflow_samples_total", "chamade_bytes_in_total", "chamade_frames_out_total",
         "chamade_lost_events_total", "chamade_lost_ready_entries_total",
+        "chamade_leg_packets_received_total", "chamade_leg_packets_lost_total", "chamade_leg_packets_late_total",
+        "chamade_leg_packets_invalid_total", "chamade_leg_packets_sent_total", "chamade_leg_concealed_ms_total",
     ]
 
     /// Brings every metric up to date, then renders the Prometheus text.
     func render(engine: Engine, store: CallStore, counters: ServerCounters) -> String {
         last.withLockedValue { last in
             let s = engine.statistics()
+            let legs = store.legStatistics()
             instruments.calls.record(store.liveCallCount)
             instruments.rooms.record(s.rooms)
             instruments.participants.record(s.participants)
@@ -70,6 +74,12 @@ final class ServerMetrics: Sendable {
                 "chamade_playout_overflow_samples_total": s.overflowSamples, "chamade_bytes_in_total": s.bytesIn,
                 "chamade_frames_out_total": s.blocksOut, "chamade_lost_events_total": s.lostEvents,
                 "chamade_lost_ready_entries_total": s.lostReadyEntries,
+                "chamade_leg_packets_received_total": legs.packetsReceived,
+                "chamade_leg_packets_lost_total": legs.packetsLost,
+                "chamade_leg_packets_late_total": legs.packetsLate,
+                "chamade_leg_packets_invalid_total": legs.packetsInvalid,
+                "chamade_leg_packets_sent_total": legs.packetsSent,
+                "chamade_leg_concealed_ms_total": Int(legs.concealedMilliseconds),
             ]
             for (name, value) in values {
                 let delta = value - last[name, default: 0]
@@ -79,5 +89,20 @@ final class ServerMetrics: Sendable {
             engine.drainTickTimes { instruments.tickTime.recordNanoseconds($0) }
         }
         return registry.emitToString()
+    }
+}
+
+extension RTPLegStatistics {
+    /// Adds another leg's counters (the gauges, jitter and buffer level, are not summed).
+    mutating func add(_ o: RTPLegStatistics) {
+        packetsReceived += o.packetsReceived
+        packetsLost += o.packetsLost
+        packetsLate += o.packetsLate
+        packetsInvalid += o.packetsInvalid
+        packetsSent += o.packetsSent
+        telephoneEventsReceived += o.telephoneEventsReceived
+        concealedMilliseconds += o.concealedMilliseconds
+        rtcpReceived += o.rtcpReceived
+        rtcpSent += o.rtcpSent
     }
 }

@@ -105,7 +105,10 @@ final class Session: Sendable {
         case "audio_config": audioConfig(message)
         case "send_chat": sendChat(message)
         case "say": error("tts_not_configured", "no TTS is configured on this server: synthesize locally and send PCM")
-        case "dtmf": error("no_leg", "this call's room has no platform leg to send DTMF on")
+        case "dtmf":
+            do throws(APIError) { _ = try DTMF.send(message.digits ?? "", on: call) } catch {
+                self.error(error.code, error.message)
+            }
         case "clear":
             let request = participant.requestClear()
             marks.withLockedValue { $0.pendingClear = request }
@@ -201,7 +204,7 @@ final class Session: Sendable {
     }
 
     func config(rate: SampleRate) -> ServerMessage.AudioConfig {
-        let native = call.platform.nativeRate
+        let native = call.nativeRate
         return .init(
             sampleRate: rate.hertz, nativeSampleRate: native.hertz, resampling: rate != native,
             frameBytes: rate.blockByteCount, receive: receiving)

@@ -66,7 +66,7 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
             Every option also reads an environment variable when it is not given: CHAMADE_HOST, CHAMADE_PORT,
             CHAMADE_API_KEYS (comma-separated), CHAMADE_ADVERTISE, CHAMADE_TLS_CERT, CHAMADE_TLS_KEY,
-            CHAMADE_ENDED_RETENTION, CHAMADE_MAX_CALLS_PER_KEY.
+            CHAMADE_ENDED_RETENTION, CHAMADE_MAX_CALLS_PER_KEY, CHAMADE_RTP_PORTS, CHAMADE_RTP_TIMEOUT.
             """
     )
 
@@ -86,6 +86,19 @@ struct ServeCommand: AsyncParsableCommand {
     var endedRetention: Double?
     @Option(name: .customLong("max-calls-per-key"), help: "Calls not ended per key (default 1000; CHAMADE_MAX_CALLS_PER_KEY).")
     var maxCallsPerKey: Int?
+    @Option(name: .customLong("rtp-ports"), help: "Local RTP ports of platform legs, LOW-HIGH (default 20000-29999; CHAMADE_RTP_PORTS).")
+    var rtpPorts: String?
+    @Option(name: .customLong("rtp-timeout"), help: "Seconds without RTP or RTCP before a leg is lost (default 10; CHAMADE_RTP_TIMEOUT).")
+    var rtpTimeout: Double?
+
+    /// `LOW-HIGH`, an even-sized range of at least one RTP/RTCP pair within 1024-65535.
+    static func portRange(_ text: String) -> ClosedRange<Int>? {
+        let parts = text.split(separator: "-")
+        guard parts.count == 2, let low = Int(parts[0]), let high = Int(parts[1]), 1024 <= low, high <= 65535,
+            high - low >= 1 + low % 2
+        else { return nil }
+        return low...high
+    }
 
     /// The option's value, else its environment variable's, else the default; a bad environment
     /// value is a usage error like a bad flag.
@@ -106,6 +119,11 @@ struct ServeCommand: AsyncParsableCommand {
         guard try setting(maxCallsPerKey, "CHAMADE_MAX_CALLS_PER_KEY", 1000) >= 1 else {
             throw ValidationError("--max-calls-per-key must be ≥ 1")
         }
+        guard Self.portRange(try setting(rtpPorts, "CHAMADE_RTP_PORTS", "20000-29999")) != nil else {
+            throw ValidationError("--rtp-ports must be LOW-HIGH within 1024-65535, holding at least one even port and the next")
+        }
+        let timeout = try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10)
+        guard timeout > 0, timeout <= 3600 else { throw ValidationError("--rtp-timeout must be > 0 and ≤ 3600 seconds") }
         let cert = tlsCert ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_CERT"]
         let key = tlsKey ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_KEY"]
         guard (cert == nil) == (key == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -135,7 +153,9 @@ struct ServeCommand: AsyncParsableCommand {
             host: host, port: try setting(port, "CHAMADE_PORT", 8787), apiKeys: keys,
             advertisedURL: advertise ?? env["CHAMADE_ADVERTISE"], tls: tls,
             endedRetentionSeconds: try setting(endedRetention, "CHAMADE_ENDED_RETENTION", 3600),
-            maxCallsPerKey: try setting(maxCallsPerKey, "CHAMADE_MAX_CALLS_PER_KEY", 1000))
+            maxCallsPerKey: try setting(maxCallsPerKey, "CHAMADE_MAX_CALLS_PER_KEY", 1000),
+            rtpPorts: Self.portRange(try setting(rtpPorts, "CHAMADE_RTP_PORTS", "20000-29999"))!,
+            rtpTimeoutSeconds: try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10))
         var logger = Logger(label: "chamade")
         logger.logLevel = .notice
         let server = ChamadeServer(engine: Engine(), configuration: configuration, logger: logger)

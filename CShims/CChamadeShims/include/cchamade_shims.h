@@ -3,6 +3,7 @@
 // Our own C, kept to what Swift cannot call directly. Every function is one line and prefixed cchamade_.
 #include <opus.h>
 #include <stdint.h>
+#include <sys/socket.h>
 #if defined(__linux__)
 #include <sys/prctl.h>
 #include <malloc.h>
@@ -43,6 +44,12 @@ static inline void cchamade_malloc_trim(void) {
     malloc_trim(0);
 #endif
 }
+
+// The control-message walkers of recvmsg are macros: Swift cannot call them. Used to read the
+// kernel's receive timestamp (SO_TIMESTAMPNS) of each RTP datagram.
+static inline struct cmsghdr *cchamade_cmsg_firsthdr(struct msghdr *m) { return CMSG_FIRSTHDR(m); }
+static inline struct cmsghdr *cchamade_cmsg_nxthdr(struct msghdr *m, struct cmsghdr *c) { return CMSG_NXTHDR(m, c); }
+static inline unsigned char *cchamade_cmsg_data(struct cmsghdr *c) { return CMSG_DATA(c); }
 
 // RealtimeSanitizer entry points (clang's rtsan runtime). Declared here so Swift can call them; they are
 // resolved only when a binary links libclang_rt.rtsan (see Tests/README); the weak declarations make them

@@ -1,3 +1,5 @@
+import ChamadeCore
+import ChamadeMedia
 import Foundation
 import Hummingbird
 
@@ -42,8 +44,6 @@ struct CallController {
         switch platform {
         case .sip:
             throw APIError.badRequest("sip_unavailable", "SIP is not available on this server")
-        case .rtp:
-            throw APIError.badRequest("platform_unavailable", "RTP legs are not available on this server")
         default: break
         }
         let agent = body.agentName.flatMap { $0.isEmpty ? nil : $0 } ?? "AI Agent"
@@ -103,14 +103,14 @@ struct CallController {
         return StopSpeakingResponse(droppedMs: await core.stopSpeaking(call), spokenText: "")
     }
 
-    @Sendable func dtmf(_ request: Request, context: APIRequestContext) async throws -> Response {
-        _ = try liveCall(context)
+    @Sendable func dtmf(_ request: Request, context: APIRequestContext) async throws -> Queued {
+        let call = try liveCall(context)
         let body = try await decodeBody(
             DTMFRequest.self, from: request, context: context, fields: ["digits"], codeForField: DTMFRequest.code)
-        guard let digits = body.digits, DTMF.isValid(digits) else {
+        guard let digits = body.digits else {
             throw APIError.badRequest("invalid_dtmf", "digits must be 1 to 64 of 0-9 * # A-D")
         }
-        throw APIError.conflict("no_leg", "this call's room has no platform leg to send DTMF on")
+        return try Queued(queuedMs: DTMF.send(digits, on: call))
     }
 
     @Sendable func typing(_ request: Request, context: APIRequestContext) async throws -> OK {
@@ -156,5 +156,24 @@ enum DTMF {
     static func isValid(_ digits: String) -> Bool {
         (1...64).contains(digits.unicodeScalars.count)
             && digits.unicodeScalars.allSatisfy { "0123456789*#ABCD".unicodeScalars.contains($0) }
+    }
+
+    /// Queues `digits` on the call's leg; returns how long everything queued takes to send (ms).
+    static func send(_ digits: String, on call: Call) throws(APIError) -> Int {
+        guard isValid(digits) else { throw APIError.badRequest("invalid_dtmf", "digits must be 1 to 64 of 0-9 * # A-D") }
+        guard let leg = call.leg else {
+            throw APIError.conflict("no_leg", "this call's room has no platform leg to send DTMF on")
+        }
+        do throws(RTPLegError) {
+            return try leg.sendDigits(digits)
+        } catch {
+            guard case .invalidDigits(let why) = error else {
+                throw APIError.conflict("no_leg", "this call's room has no platform leg any more")
+            }
+            if case .queueFull(let queued) = why {
+                throw APIError.conflict("dtmf_busy", "\(queued) digits are already waiting; send more once they have gone")
+            }
+            throw APIError.badRequest("invalid_dtmf", "digits must be 1 to 64 of 0-9 * # A-D")
+        }
     }
 }

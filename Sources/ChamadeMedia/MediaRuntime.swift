@@ -1,0 +1,135 @@
+public import ChamadeEngine
+import ChamadeCore
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The media plane of platform legs: the local port range, the media worker threads, and the
+/// opening of RTP legs on rooms.
+///
+/// A gateway that embeds the engine makes one, beside its `Engine`, and attaches legs to rooms it
+/// created; `chamade serve` makes one for its `rtp` and `sip` rooms. Legs are spread over the
+/// workers (one per core by default), each leg wholly on one worker.
+public final class MediaRuntime: Sendable {
+    public struct Configuration: Sendable {
+        /// The address legs bind and report as `local_rtp` (an IPv4 literal).
+        public var bindAddress: String
+        /// Local ports (`--rtp-ports`, SPEC default 20000–29999).
+        public var ports: ClosedRange<Int>
+        /// Media threads.
+        public var workerCount: Int
+
+        public init(bindAddress: String = "127.0.0.1", ports: ClosedRange<Int> = 20000...29999, workerCount: Int? = nil) {
+            self.bindAddress = bindAddress
+            self.ports = ports
+            self.workerCount = workerCount ?? Self.coreCount
+        }
+
+        static var coreCount: Int { max(1, Int(sysconf(Int32(_SC_NPROCESSORS_ONLN)))) }
+    }
+
+    public let configuration: Configuration
+    private let bind: Endpoint
+    private let pool: PortPool
+    private let workers: [MediaWorker]
+    private let ids = Atomic<UInt64>(0)
+    private let stopped = Atomic<Bool>(false)
+
+    public init(configuration: Configuration = Configuration()) throws(RTPLegError) {
+        guard let bind = Endpoint(host: configuration.bindAddress, port: 0) else {
+            throw .socket(SocketError(operation: "bind address \(configuration.bindAddress) is not an IPv4 literal", code: EINVAL))
+        }
+        self.configuration = configuration
+        self.bind = bind
+        let pool = PortPool(range: configuration.ports)
+        self.pool = pool
+        workers = (0..<max(1, configuration.workerCount)).map { i in
+            MediaWorker(index: i) { local in pool.release(Int(local.port)) }
+        }
+        for w in workers { w.start() }
+    }
+
+    deinit { shutdown() }
+
+    /// Stops the media threads; their legs are closed (BYE sent, participants leave).
+    public func shutdown() {
+        guard !stopped.exchange(true, ordering: .relaxed) else { return }
+        for w in workers { w.stop() }
+    }
+
+    /// Opens an RTP leg on `room`: binds a port pair, joins the room as a participant at the
+    /// codec's rate for the room (SPEC §6), and starts its media on the least loaded worker.
+    /// `onEvent` is called on the runtime's event thread for received digits and the timeout.
+    public func openLeg(
+        room: Room, configuration leg: RTPLegConfiguration, onEvent: @escaping @Sendable (RTPLegEvent) -> Void
+    ) throws(RTPLegError) -> RTPLeg {
+        guard !stopped.load(ordering: .relaxed) else { throw .closed }
+        var lastError: SocketError?
+        let sockets: (UDPSocketPair, Int)? = pool.acquire { port in
+            do throws(SocketError) {
+                let pair = try UDPSocketPair(bind.address, port: port)
+                return (pair, port)
+            } catch {
+                lastError = error
+                return nil
+            }
+        }
+        guard let (pair, port) = sockets else {
+            if let lastError, lastError.code != EADDRINUSE { throw .socket(lastError) }
+            throw .noFreePort(configuration.ports)
+        }
+        let rate = leg.codec.mediaRate(inRoomOf: room.nativeRate)
+        let participant: Participant
+        do throws(EngineError) { participant = try room.join(rate: rate, receiving: true) } catch {
+            pool.release(port)
+            throw .engine(error)
+        }
+        let shared = LegShared(id: ids.add(1, ordering: .relaxed).newValue, remote: leg.remote, onEvent: onEvent)
+        let pipeline: LegPipeline
+        do throws(RTPLegError) {
+            pipeline = try LegPipeline(
+                shared: shared, configuration: leg, participant: participant, rtp: pair.takeRTP(), rtcp: pair.takeRTCP(),
+                rate: rate, now: MonotonicClock.now())
+        } catch {
+            participant.leave()
+            pool.release(port)
+            throw error
+        }
+        let worker = workers.min { $0.legCount.load(ordering: .relaxed) < $1.legCount.load(ordering: .relaxed) }!
+        let handle = RTPLeg(
+            configuration: leg, local: Endpoint(address: bind.address, port: UInt16(port)), participantID: participant.id,
+            shared: shared, worker: worker)
+        guard worker.add(pipeline) else {
+            participant.leave()
+            pool.release(port)
+            throw .closed
+        }
+        return handle
+    }
+
+    /// CPU time used by the media threads so far, ns.
+    public var workerCPUNanoseconds: Int64 { workers.reduce(0) { $0 + $1.cpuNanoseconds.load(ordering: .relaxed) } }
+
+    /// Steps that overran their 20 ms (the media threads are overloaded).
+    public var lateSteps: Int { workers.reduce(0) { $0 + $1.lateSteps.load(ordering: .relaxed) } }
+
+    /// Legs open now.
+    public var legCount: Int { workers.reduce(0) { $0 + $1.legCount.load(ordering: .relaxed) } }
+}
+
+/// The two sockets of a leg, bound together (RTP on an even port, RTCP on the next).
+final class UDPSocketPair {
+    private var rtp: UDPSocket?
+    private var rtcp: UDPSocket?
+
+    init(_ address: UInt32, port: Int) throws(SocketError) {
+        let first = try UDPSocket(binding: Endpoint(address: address, port: UInt16(port)))
+        let second = try UDPSocket(binding: Endpoint(address: address, port: UInt16(port + 1)))
+        rtp = consume first
+        rtcp = consume second
+    }
+
+    func takeRTP() -> UDPSocket { rtp.take()! }
+    func takeRTCP() -> UDPSocket { rtcp.take()! }
+}
