@@ -114,7 +114,7 @@ let package = Package(
         .executableTarget(
             name: "chamade",
             dependencies: [
-                "ChamadeTools", "ChamadeServer", "ChamadeEngine", "ChamadeLoadTest", "CChamadeMallocCounter",
+                "ChamadeTools", "ChamadeServer", "ChamadeEngine", "ChamadeMedia", "ChamadeLoadTest", "CChamadeMallocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -124,7 +124,9 @@ final class ClockShard: @unchecked Sendable {
     func run(realtimePriority: Bool) {
         cchamade_set_thread_name("chamade-clock\(index)")
         if realtimePriority { Self.raisePriority() }
-        schedule = TickSchedule(start: MonotonicClock.now() + schedulePeriod)
+        // Ticks fall on multiples of 20 ms of the monotonic clock, the same grid for every shard, so
+        // that other threads (the media workers) can run half a period away from every tick.
+        schedule = TickSchedule(start: (MonotonicClock.now() / schedulePeriod + 1) * schedulePeriod)
         // ORDERING: relaxed; `stop()` needs only eventual visibility, the loop wakes every 20 ms.
         while running.load(ordering: .relaxed) {
             MonotonicClock.sleep(until: schedule.deadline)

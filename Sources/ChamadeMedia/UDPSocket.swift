@@ -17,11 +17,11 @@ public struct SocketError: Error, Sendable, Hashable, CustomStringConvertible {
 /// that drains its sockets once per 20 ms still knows when each packet arrived to the microsecond:
 /// the jitter measurement and the jitter buffer see true arrival times, and no thread has to wake
 /// for each packet. `receive` and `send` never block; neither allocates.
-struct UDPSocket: ~Copyable {
-    let descriptor: Int32
-    let local: Endpoint
+package struct UDPSocket: ~Copyable {
+    package let descriptor: Int32
+    package let local: Endpoint
 
-    init(binding local: Endpoint) throws(SocketError) {
+    package init(binding local: Endpoint) throws(SocketError) {
         let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard fd >= 0 else { throw SocketError(operation: "socket", code: errno) }
         var on: Int32 = 1
@@ -46,16 +46,16 @@ struct UDPSocket: ~Copyable {
 
     /// One received datagram: its length (possibly truncated to the buffer), source, and kernel
     /// arrival time in ns of CLOCK_REALTIME (0 when the kernel gave none).
-    struct Datagram {
-        var byteCount: Int
-        var truncated: Bool
-        var source: Endpoint
-        var arrivalRealtime: Int64
+    package struct Datagram {
+        package var byteCount: Int
+        package var truncated: Bool
+        package var source: Endpoint
+        package var arrivalRealtime: Int64
     }
 
     /// Reads one datagram into `buffer`; nil when none is waiting (or on an error, which for UDP is
     /// only ever transient: an ICMP report of an earlier send).
-    func receive(into buffer: UnsafeMutableRawBufferPointer) -> Datagram? {
+    package func receive(into buffer: UnsafeMutableRawBufferPointer) -> Datagram? {
         var source = sockaddr_in()
         var control = (UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0), UInt64(0))
         var iov = iovec(iov_base: buffer.baseAddress, iov_len: buffer.count)
@@ -90,7 +90,7 @@ struct UDPSocket: ~Copyable {
 
     /// Sends one datagram; false when the kernel refused it (buffer full, ICMP error pending).
     @discardableResult
-    func send(_ bytes: UnsafeRawBufferPointer, to destination: Endpoint) -> Bool {
+    package func send(_ bytes: UnsafeRawBufferPointer, to destination: Endpoint) -> Bool {
         var sa = destination.sockaddr
         let n = withUnsafePointer(to: &sa) {
             $0.withMemoryRebound(to: sockaddr.self, capacity: 1) {

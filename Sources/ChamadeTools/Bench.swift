@@ -198,13 +198,16 @@ public enum Bench {
 
     /// User + system CPU seconds of the engine's clock threads (named `chamade-clock…`), from
     /// /proc/self/task/*/stat; nil where there is no /proc.
-    static func clockThreadCPUSeconds() -> Double? {
+    static func clockThreadCPUSeconds() -> Double? { threadCPUSeconds(named: "chamade-clock") }
+
+    /// User + system CPU seconds of this process's threads whose name starts with `prefix`.
+    static func threadCPUSeconds(named prefix: String) -> Double? {
         guard let tasks = try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task") else { return nil }
         let ticksPerSecond = Double(sysconf(Int32(_SC_CLK_TCK)))
         var total = 0.0
         for task in tasks {
             guard let comm = try? String(contentsOfFile: "/proc/self/task/\(task)/comm", encoding: .utf8),
-                comm.hasPrefix("chamade-clock"),
+                comm.hasPrefix(prefix),
                 let stat = try? String(contentsOfFile: "/proc/self/task/\(task)/stat", encoding: .utf8),
                 let close = stat.lastIndex(of: ")")
             else { continue }

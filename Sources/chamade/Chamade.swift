@@ -2,6 +2,7 @@ import ArgumentParser
 import Logging
 import ChamadeCore
 import ChamadeEngine
+import ChamadeMedia
 import ChamadeLoadTest
 import ChamadeServer
 import ChamadeTools
@@ -245,6 +246,18 @@ struct BenchCommand: ParsableCommand {
     var json = false
     @Option(name: .long, help: "Write an SVG of the tick-time histogram and the per-second p99.")
     var plot: String?
+    @Option(name: .long, help: "Platform legs instead of agents: N RTP legs in --rooms rooms, fed 50 packets/s each, sending their mix-minus back.")
+    var legs: Int?
+    @Option(name: .long, help: "Leg codec: opus, pcmu or pcma (with --legs).")
+    var codec: String = "opus"
+    @Option(name: .long, help: "talk (every leg talks) or half (every leg talks 1 s, silent 1 s) (with --legs).")
+    var mode: String = "talk"
+    @Option(name: .customLong("leg-ports"), help: "Local RTP ports of the legs, LOW-HIGH; leg i gets LOW+2i (with --legs).")
+    var legPorts: String = "40000-49999"
+    @Option(name: .customLong("leg-peer"), help: "HOST:PORT: leg i sends to PORT+2i and outside senders feed it (default: the bench feeds the legs itself).")
+    var legPeer: String?
+    @Option(name: .customLong("opus-complexity"), help: "Opus encoder complexity of the legs, 0-10 (with --legs).")
+    var opusComplexity: Int = 5
 
     func validate() throws {
         guard participants >= 1 else { throw ValidationError("--participants must be at least 1") }
@@ -252,9 +265,43 @@ struct BenchCommand: ParsableCommand {
         guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
         if let talkers, talkers < 0 { throw ValidationError("--talkers must not be negative") }
         if let receivers, receivers < 0 { throw ValidationError("--receivers must not be negative") }
+        if let legs, legs < 1 { throw ValidationError("--legs must be at least 1") }
+        guard MediaCodec(rawValue: codec) != nil else { throw ValidationError("--codec must be opus, pcmu or pcma") }
+        guard LegBench.Mode(rawValue: mode) != nil else { throw ValidationError("--mode must be talk or half") }
+        guard ServeCommand.portRange(legPorts) != nil else { throw ValidationError("--leg-ports must be LOW-HIGH within 1024-65535") }
+        guard (0...10).contains(opusComplexity) else { throw ValidationError("--opus-complexity must be 0 to 10") }
+        if let legPeer, Self.endpoint(legPeer) == nil { throw ValidationError("--leg-peer must be IPv4:PORT") }
+    }
+
+    static func endpoint(_ text: String) -> Endpoint? {
+        guard let colon = text.lastIndex(of: ":"), let port = Int(text[text.index(after: colon)...]) else { return nil }
+        return Endpoint(host: String(text[..<colon]), port: port)
+    }
+
+    func runLegs(_ legs: Int) throws {
+        let options = LegBench.Options(
+            legs: legs, rooms: rooms, codec: MediaCodec(rawValue: codec)!, mode: LegBench.Mode(rawValue: mode)!,
+            ports: ServeCommand.portRange(legPorts)!, peer: legPeer.flatMap(Self.endpoint), seconds: seconds,
+            opusComplexity: opusComplexity)
+        let r: LegBench.Report
+        do {
+            r = try LegBench.run(options) { line in if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) } }
+        } catch {
+            throw RunFailure(description: "\(error)")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(r), as: UTF8.self))
+            return
+        }
+        print("\(r.legs) \(r.codec) legs in \(r.rooms) room(s), mode \(r.mode), complexity \(r.opus_complexity), \(String(format: "%.1f", r.seconds)) s")
+        print("CPU per leg-tick \(String(format: "%.1f", r.cpu_us_per_leg_tick)) µs (media \(String(format: "%.1f", r.media_cpu_percent)) %, clock \(String(format: "%.1f", r.clock_cpu_percent)) % of a core; process \(String(format: "%.1f", r.process_cpu_percent)) %)")
+        print("late ticks \(r.late_ticks), late media steps \(r.late_media_steps); packets in/out per leg-second \(String(format: "%.1f", r.packets_in_per_leg_second)) / \(String(format: "%.1f", r.packets_out_per_leg_second))")
     }
 
     func run() throws {
+        if let legs { return try runLegs(legs) }
         let options = Bench.Options(
             participants: participants, talkers: talkers, receivers: receivers, rooms: rooms, seconds: seconds)
         let report: Bench.Report
