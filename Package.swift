@@ -129,6 +129,10 @@ let package = Package(
             dependencies: ["ChamadeEngine", "ChamadeTesting", "CChamadeMallocCounter", "CChamadeShims"],
             swiftSettings: swiftSettings),
         .testTarget(
+            name: "ChamadeMediaTests",
+            dependencies: ["ChamadeMedia", "ChamadeEngine", "ChamadeTesting", "CChamadeMallocCounter", "CChamadeShims"],
+            swiftSettings: swiftSettings),
+        .testTarget(
             name: "ChamadeServerTests",
             dependencies: [
                 "ChamadeServer", "ChamadeEngine",

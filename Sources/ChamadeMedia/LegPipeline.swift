@@ -18,8 +18,7 @@ final class LegPipeline {
     let participant: Participant
     let rtp: UDPSocket
     let rtcp: UDPSocket
-    private var jitter: JitterBuffer
-    private let decoder: StreamDecoder
+    private let playout: InboundPlayout
     private let encoder: StreamEncoder
     private var sender: TelephoneEventSender
     private var events = TelephoneEventReceiver()
@@ -36,8 +35,6 @@ final class LegPipeline {
     private let datagram: UnsafeMutableRawBufferPointer
     private let outgoing: UnsafeMutableRawBufferPointer
     private let payload: UnsafeMutableRawBufferPointer
-    private let residue: UnsafeMutableBufferPointer<Int16>
-    private var residueCount = 0
     private let mixBlock: UnsafeMutableBufferPointer<Int16>
     private let cname: UnsafeMutableRawBufferPointer
 
@@ -71,13 +68,8 @@ final class LegPipeline {
         self.rate = rate
         clockRate = configuration.codec.clockRate
         unitsPerBlock = clockRate / SampleRate.blocksPerSecond
-        var config = JitterBuffer.Configuration(clockRate: clockRate)
-        config.packetCapacity = 64
-        do throws(JitterBuffer.ConfigurationError) { jitter = try JitterBuffer(configuration: config) } catch {
-            throw .codec("jitter buffer: \(error)")
-        }
+        playout = try InboundPlayout(codec: configuration.codec, rate: rate)
         do throws(Opus.Error) {
-            decoder = try StreamDecoder(codec: configuration.codec, rate: rate)
             encoder = try StreamEncoder(codec: configuration.codec, rate: rate, opusSettings: configuration.opus)
         } catch {
             throw .codec("\(error)")
@@ -87,8 +79,6 @@ final class LegPipeline {
         datagram = .allocate(byteCount: 2048, alignment: 8)
         outgoing = .allocate(byteCount: 1500, alignment: 8)
         payload = .allocate(byteCount: 1400, alignment: 8)
-        // A packet of up to 120 ms plus a block, at the leg's rate.
-        residue = .allocate(capacity: rate.hertz * 140 / 1000 + 16)
         mixBlock = .allocate(capacity: rate.blockSampleCount)
         let name = Array(configuration.canonicalName.utf8.prefix(255))
         cname = .allocate(byteCount: max(1, name.count), alignment: 1)
@@ -107,7 +97,6 @@ final class LegPipeline {
         datagram.deallocate()
         outgoing.deallocate()
         payload.deallocate()
-        residue.deallocate()
         mixBlock.deallocate()
         cname.deallocate()
     }
@@ -174,12 +163,13 @@ final class LegPipeline {
         } else {
             units = body.count
         }
-        guard units > 0 else { return invalid() }
+        // The durations the jitter buffer takes (10–120 ms); anything else is not audio we can play.
+        guard units * 100 >= clockRate, units * 1000 <= 120 * clockRate else { return invalid() }
         accept(from: d.source, arrival: arrival)
         remoteSSRC = header.ssrc
         let arrivalUnits = UInt32(truncatingIfNeeded: (arrival - start) / 1000 * Int64(clockRate) / 1_000_000)
         receiveStatistics.record(sequence: header.sequenceNumber, timestamp: header.timestamp, arrival: arrivalUnits)
-        jitter.insert(
+        playout.jitter.insert(
             sequence: header.sequenceNumber, timestamp: header.timestamp, ssrc: header.ssrc, marker: header.marker,
             payload: body, sampleCount: units, arrival: arrival)
     }
@@ -231,39 +221,13 @@ final class LegPipeline {
 
     // MARK: into the room
 
-    /// One block from the jitter buffer to the participant: decoded packets and concealment go into
-    /// the residue, and exactly one block leaves it.
+    /// One block from the jitter buffer into the room.
     private func playInbound() {
-        let block = jitter.pull()
-        guard block.kind == .playing else {
-            residueCount = 0
-            return
-        }
-        for i in 0..<block.itemCount {
-            let free = UnsafeMutableBufferPointer(rebasing: residue[residueCount...])
-            switch jitter.item(i) {
-            case .packet(let packet):
-                let expected = packet.sampleCount * rate.hertz / clockRate
-                var n = decoder.decode(packet.payload, into: free)
-                if n != expected {
-                    // Undecodable (or not the length its TOC claimed): conceal its length instead.
-                    n = decoder.conceal(expected, following: nil, into: free)
-                }
-                residueCount += n
-            case .conceal(let count, let following):
-                residueCount += decoder.conceal(count * rate.hertz / clockRate, following: following?.payload, into: free)
-            }
-        }
-        let n = rate.blockSampleCount
-        guard residueCount >= n else { return }
+        guard let block = playout.nextBlock() else { return }
         // The room plays one block per tick; never let more than two wait there (a worker step that
         // ran late, or a skipped tick, would otherwise add their delay for good).
-        if participant.queuedSampleCount() <= n {
-            _ = participant.push(UnsafeRawBufferPointer(UnsafeBufferPointer(rebasing: residue[0..<n])))
-        }
-        residueCount -= n
-        if residueCount > 0 {
-            residue.baseAddress!.update(from: residue.baseAddress! + n, count: residueCount)
+        if participant.queuedSampleCount() <= block.count {
+            _ = participant.push(UnsafeRawBufferPointer(block))
         }
     }
 
@@ -382,7 +346,7 @@ final class LegPipeline {
     // MARK: statistics
 
     private func publish() {
-        let s = jitter.statistics
+        let s = playout.jitter.statistics
         let c = shared.counters
         c.packetsReceived.store(s.packetsReceived, ordering: .relaxed)
         c.packetsLost.store(s.packetsLost, ordering: .relaxed)

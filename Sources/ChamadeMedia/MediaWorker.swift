@@ -69,11 +69,20 @@ final class MediaWorker: Sendable {
     }
 
     func start() {
+        // ORDERING: relaxed; the thread is started after the store.
         running.store(true, ordering: .relaxed)
         startDetachedThread { [self] in run() }
     }
 
-    func stop() { running.store(false, ordering: .relaxed) }
+    /// Stops the thread and waits until it has closed its legs (BYE sent, participants gone), so
+    /// that nothing of a leg outlives the runtime or touches an engine shut down after it.
+    func stop() {
+        guard running.exchange(false, ordering: .relaxed) else { return }
+        _ = exited.wait(milliseconds: 2000)
+    }
+
+    /// Posted once by the thread when it has closed everything.
+    private let exited = TickSignal()
 
     private func run() {
         cchamade_set_thread_name("chamade-media\(index)")
@@ -92,9 +101,16 @@ final class MediaWorker: Sendable {
             cpuNanoseconds.store(MonotonicClock.threadCPUTime(), ordering: .relaxed)
         }
         state.withLock { loop in
+            while let command = loop.consumer.pop() {
+                switch command {
+                case .add(let leg): loop.legs.append(leg)
+                case .remove: break
+                }
+            }
             for leg in loop.legs { close(leg) }
             loop.legs.removeAll()
         }
+        exited.post()
     }
 
     /// One step of every leg, after applying the queued commands. Also the entry point of tests
@@ -114,7 +130,11 @@ final class MediaWorker: Sendable {
                     }
                 }
             }
+            // The steps are held to the tick's rule (no allocation), and counted by the same
+            // malloc counter when one is linked.
+            cchamade_tick_enter()
             for leg in loop.legs { leg.step(now: now, realtimeOffset: realtimeOffset) }
+            cchamade_tick_exit()
         }
     }
 
