@@ -141,6 +141,12 @@ public enum Opus {
 
         /// Forgets all history. Real-time safe.
         public mutating func reset() { _ = cchamade_opus_encoder_reset(state) }
+
+        /// Changes the expected packet loss (0–100 %), which sets how much in-band FEC is coded.
+        /// Real-time safe.
+        public mutating func setExpectedPacketLoss(percent: Int) {
+            _ = cchamade_opus_set_packet_loss_perc(state, Int32(max(0, min(100, percent))))
+        }
     }
 
     /// A mono Opus decoder of 20 ms blocks. Owns one `OpusDecoder` (`opus_decoder_create` in `init`,

@@ -16,6 +16,9 @@ final class InboundPlayout {
     private let decoder: StreamDecoder
     private let residue: UnsafeMutableBufferPointer<Int16>
     private var residueCount = 0
+    /// Whether Opus losses use the in-band FEC of the next packet when it is buffered (always, in a
+    /// leg; off only to measure what FEC buys).
+    var forwardErrorCorrection = true
 
     init(codec: MediaCodec, rate: SampleRate, configuration: JitterBuffer.Configuration? = nil) throws(RTPLegError) {
         self.rate = rate
@@ -58,7 +61,7 @@ final class InboundPlayout {
                 }
                 residueCount += n
             case .conceal(let count, let following):
-                residueCount += decoder.conceal(count * rate.hertz / clockRate, following: following?.payload, into: free)
+                residueCount += decoder.conceal(count * rate.hertz / clockRate, following: forwardErrorCorrection ? following?.payload : nil, into: free)
             }
         }
         let n = rate.blockSampleCount

@@ -214,6 +214,7 @@ final class LegPipeline {
             let block = RTCPPacket.reportBlock(i, of: blocks, in: bytes)
             guard block.ssrc == ssrc else { continue }
             shared.counters.remoteFraction.store(Int(block.fractionLost), ordering: .relaxed)
+            encoder.expectLoss(percent: (Int(block.fractionLost) * 100 + 255) / 256, floor: configuration.opus.expectedPacketLossPercent)
             shared.counters.remoteJitterMicroseconds.store(
                 Int(block.jitter) * 1_000_000 / clockRate, ordering: .relaxed)
         }

@@ -111,6 +111,13 @@ final class StreamEncoder {
         }
     }
 
+    /// Follows the loss the far end reports (RTCP), so Opus codes as much FEC as the path needs;
+    /// never below the configured floor.
+    func expectLoss(percent: Int, floor: Int) {
+        guard opus != nil else { return }
+        opus!.setExpectedPacketLoss(percent: max(floor, min(percent, 50)))
+    }
+
     /// Encodes one 20 ms block into `payload`; returns the byte count (0 on a codec error).
     func encode(_ block: UnsafeBufferPointer<Int16>, into payload: UnsafeMutableRawBufferPointer) -> Int {
         if opus != nil { return (try? opus!.encode(block, into: payload)) ?? 0 }
