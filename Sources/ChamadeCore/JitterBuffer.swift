@@ -271,7 +271,13 @@ public struct JitterBuffer: ~Copyable {
     var previousSSRC: UInt32?
     /// Extended sequence number and timeline position of the newest packet (highest sequence).
     var highestSequence: Int64 = 0
+    /// The newest packet's timestamp, unwrapped (the sender's timeline, before `positionOffset`).
     var highestPosition: Int64 = 0
+    /// The newest packet's duration.
+    var highestDuration: Int64 = 0
+    /// Added to the sender's timeline to get ours: grows when a packet that follows the newest in
+    /// sequence starts inside it (see `insert`).
+    var positionOffset: Int64 = 0
     var highestArrival: Int64 = 0
     var firstExtendedSequence: Int64 = 0
     /// Bit i set: sequence `highestSequence - i` was received.
@@ -399,6 +405,7 @@ public struct JitterBuffer: ~Copyable {
             extendedSequence = Int64(sequence)
             position = Int64(timestamp)
             beginStream(ssrc: packetSSRC, sequence: extendedSequence, position: position, arrival: arrivalUnits)
+            highestDuration = Int64(sampleCount)
         } else {
             if packetSSRC != ssrc {
                 if packetSSRC == previousSSRC {
@@ -423,7 +430,18 @@ public struct JitterBuffer: ~Copyable {
                 extendedSequence = Int64(sequence)
                 position = Int64(timestamp)
                 beginStream(ssrc: packetSSRC, sequence: extendedSequence, position: position, arrival: arrivalUnits)
+                highestDuration = Int64(sampleCount)
             } else if sequenceDelta > 0 {
+                // The packet right after the newest starts inside it: the sender's timestamps
+                // stepped by less than a packet (GStreamer's first Opus packet steps by 648, its
+                // duration less the encoder's pre-skip). Sequence numbers say nothing is missing,
+                // so our timeline continues where that packet ends instead of dropping this one as
+                // late and concealing.
+                let newestEnd = highestPosition + highestDuration
+                if sequenceDelta == 1, position > highestPosition, position < newestEnd {
+                    positionOffset += newestEnd - position
+                }
+                highestDuration = Int64(sampleCount)
                 seenMask = sequenceDelta >= 64 ? 1 : (seenMask << UInt64(sequenceDelta)) | 1
                 highestSequence = extendedSequence
                 highestPosition = position
@@ -442,6 +460,7 @@ public struct JitterBuffer: ~Copyable {
                 seenMask |= bit
             }
         }
+        position += positionOffset
         measure(position: position, arrival: arrivalUnits)
         // After a restart `coverEnd` is nil: the first packet of a stream is never late.
         if let end = coverEnd, position < end {
@@ -543,6 +562,7 @@ public struct JitterBuffer: ~Copyable {
 
     mutating func beginStream(ssrc newSSRC: UInt32, sequence: Int64, position: Int64, arrival: Int64) {
         state = .filling
+        positionOffset = 0
         ssrc = newSSRC
         highestSequence = sequence
         highestPosition = position

@@ -14,6 +14,7 @@ import Glibc
 /// room's blocks of mix-minus for the leg into RTP. Nothing in a step allocates.
 final class LegPipeline {
     let shared: LegShared
+    let events: LegEventSink
     let configuration: RTPLegConfiguration
     let participant: Participant
     let rtp: UDPSocket
@@ -21,7 +22,7 @@ final class LegPipeline {
     private let playout: InboundPlayout
     private let encoder: StreamEncoder
     private var sender: TelephoneEventSender
-    private var events = TelephoneEventReceiver()
+    private var digitsIn = TelephoneEventReceiver()
     private var receiveStatistics = RTPReceiveStatistics()
     private var digitConsumer: SPSCRing<UInt8>.Consumer
 
@@ -58,9 +59,10 @@ final class LegPipeline {
 
     static let reportInterval: Int64 = 5_000_000_000
 
-    init(shared: LegShared, configuration: RTPLegConfiguration, participant: Participant, rtp: consuming UDPSocket,
+    init(shared: LegShared, events: LegEventSink, configuration: RTPLegConfiguration, participant: Participant, rtp: consuming UDPSocket,
          rtcp: consuming UDPSocket, rate: SampleRate, now: Int64) throws(RTPLegError) {
         self.shared = shared
+        self.events = events
         self.configuration = configuration
         self.participant = participant
         self.rtp = rtp
@@ -112,8 +114,7 @@ final class LegPipeline {
         publish()
         if now - lastActivity > configuration.timeoutNanoseconds {
             shared.finished.store(true, ordering: .relaxed)
-            let leg = shared
-            MediaEvents.post { leg.onEvent(.timedOut) }
+            events.post(shared, .timedOut)
         }
     }
 
@@ -146,12 +147,11 @@ final class LegPipeline {
         if header.payloadType == configuration.telephoneEventPayloadType {
             guard let event = try? TelephoneEvent.parse(body) else { return invalid() }
             accept(from: d.source, arrival: arrival)
-            if let report = events.receive(event, timestamp: header.timestamp) {
+            if let report = digitsIn.receive(event, timestamp: header.timestamp) {
                 shared.counters.eventsReceived.add(1, ordering: .relaxed)
                 let digit = Character(Unicode.Scalar(report.digit))
                 let ms = report.duration * 1000 / clockRate
-                let leg = shared
-                MediaEvents.post { leg.onEvent(.digit(digit, durationMilliseconds: ms)) }
+                events.post(shared, .digit(digit, durationMilliseconds: ms))
             }
             return
         }

@@ -1,4 +1,5 @@
 public import ChamadeEngine
+import CChamadeShims
 import ChamadeCore
 import Synchronization
 #if canImport(Glibc)
@@ -34,7 +35,9 @@ public final class MediaRuntime: Sendable {
     private let pool: PortPool
     private let workers: [MediaWorker]
     private let ids = Atomic<UInt64>(0)
-    private let stopped = Atomic<Bool>(false)
+    private let stopped = StopFlag()
+    /// Wakes the event thread when a worker posts an event.
+    private let eventWake = TickSignal()
 
     public init(configuration: Configuration = Configuration()) throws(RTPLegError) {
         guard let bind = Endpoint(host: configuration.bindAddress, port: 0) else {
@@ -44,17 +47,30 @@ public final class MediaRuntime: Sendable {
         self.bind = bind
         let pool = PortPool(range: configuration.ports)
         self.pool = pool
+        let wake = eventWake
         workers = (0..<max(1, configuration.workerCount)).map { i in
-            MediaWorker(index: i) { local in pool.release(Int(local.port)) }
+            MediaWorker(index: i, wake: wake) { local in pool.release(Int(local.port)) }
         }
         for w in workers { w.start() }
+        // The event thread: runs legs' handlers off the media threads, until shutdown.
+        let sinks = workers.map(\.events)
+        let stopped = self.stopped
+        startDetachedThread {
+            cchamade_set_thread_name("chamade-legevents")
+            // ORDERING: relaxed; polled at least every 100 ms.
+            while !stopped.isSet {
+                _ = wake.wait(milliseconds: 100)
+                for sink in sinks { sink.deliver() }
+            }
+            for sink in sinks { sink.deliver() }
+        }
     }
 
     deinit { shutdown() }
 
     /// Stops the media threads; their legs are closed (BYE sent, participants leave).
     public func shutdown() {
-        guard !stopped.exchange(true, ordering: .relaxed) else { return }
+        guard stopped.set() else { return }
         for w in workers { w.stop() }
     }
 
@@ -64,7 +80,7 @@ public final class MediaRuntime: Sendable {
     public func openLeg(
         room: Room, configuration leg: RTPLegConfiguration, onEvent: @escaping @Sendable (RTPLegEvent) -> Void
     ) throws(RTPLegError) -> RTPLeg {
-        guard !stopped.load(ordering: .relaxed) else { throw .closed }
+        guard !stopped.isSet else { throw .closed }
         var lastError: SocketError?
         let sockets: (UDPSocketPair, Int)? = pool.acquire { port in
             do throws(SocketError) {
@@ -86,17 +102,17 @@ public final class MediaRuntime: Sendable {
             throw .engine(error)
         }
         let shared = LegShared(id: ids.add(1, ordering: .relaxed).newValue, remote: leg.remote, onEvent: onEvent)
+        let worker = workers.min { $0.legCount.load(ordering: .relaxed) < $1.legCount.load(ordering: .relaxed) }!
         let pipeline: LegPipeline
         do throws(RTPLegError) {
             pipeline = try LegPipeline(
-                shared: shared, configuration: leg, participant: participant, rtp: pair.takeRTP(), rtcp: pair.takeRTCP(),
+                shared: shared, events: worker.events, configuration: leg, participant: participant, rtp: pair.takeRTP(), rtcp: pair.takeRTCP(),
                 rate: rate, now: MonotonicClock.now())
         } catch {
             participant.leave()
             pool.release(port)
             throw error
         }
-        let worker = workers.min { $0.legCount.load(ordering: .relaxed) < $1.legCount.load(ordering: .relaxed) }!
         let handle = RTPLeg(
             configuration: leg, local: Endpoint(address: bind.address, port: UInt16(port)), participantID: participant.id,
             shared: shared, worker: worker)
@@ -113,6 +129,10 @@ public final class MediaRuntime: Sendable {
 
     /// Steps that overran their 20 ms (the media threads are overloaded).
     public var lateSteps: Int { workers.reduce(0) { $0 + $1.lateSteps.load(ordering: .relaxed) } }
+
+    /// Allocations counted inside media steps so far (0 unless a malloc counter is linked; must
+    /// stay 0).
+    public var stepAllocationCount: Int { workers.reduce(0) { $0 + $1.stepAllocations.load(ordering: .relaxed) } }
 
     /// Legs open now.
     public var legCount: Int { workers.reduce(0) { $0 + $1.legCount.load(ordering: .relaxed) } }
@@ -132,4 +152,13 @@ final class UDPSocketPair {
 
     func takeRTP() -> UDPSocket { rtp.take()! }
     func takeRTCP() -> UDPSocket { rtcp.take()! }
+}
+
+/// A flag set once, shared with a thread.
+final class StopFlag: Sendable {
+    private let value = Atomic<Bool>(false)
+    // ORDERING: relaxed; the threads polling it need only eventual visibility.
+    var isSet: Bool { value.load(ordering: .relaxed) }
+    /// Sets it; false if it was set already.
+    func set() -> Bool { !value.exchange(true, ordering: .relaxed) }
 }

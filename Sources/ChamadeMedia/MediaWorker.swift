@@ -37,6 +37,9 @@ final class MediaWorker: Sendable {
     /// CPU time this thread has used, ns (published each step).
     let cpuNanoseconds = Atomic<Int64>(0)
     let lateSteps = Atomic<Int>(0)
+    /// Allocations made inside steps, counted on this thread (only with the malloc counter linked).
+    let stepAllocations = Atomic<Int>(0)
+    let events: LegEventSink
     private let onClosed: @Sendable (Endpoint) -> Void
 
     static let period: Int64 = 20_000_000
@@ -47,8 +50,9 @@ final class MediaWorker: Sendable {
         var legs: [LegPipeline] = []
     }
 
-    init(index: Int, onClosed: @escaping @Sendable (Endpoint) -> Void) {
+    init(index: Int, wake: TickSignal, onClosed: @escaping @Sendable (Endpoint) -> Void) {
         self.index = index
+        events = LegEventSink(wake: wake)
         self.onClosed = onClosed
         commands = SPSCRing(capacity: 4096)
         producer = Locked(commands.takeProducer())
@@ -132,11 +136,14 @@ final class MediaWorker: Sendable {
             }
             // The steps are held to the tick's rule (no allocation), and counted by the same
             // malloc counter when one is linked.
+            let before = cchamade_tick_allocation_count_on_this_thread()
             cchamade_tick_enter()
             // By index: a for-in over the array of a ~Copyable struct borrowed in a closure
             // allocated an iterator box per step (seen by the allocation test).
             for i in 0..<loop.legs.count { loop.legs[i].step(now: now, realtimeOffset: realtimeOffset) }
             cchamade_tick_exit()
+            let made = cchamade_tick_allocation_count_on_this_thread() - before
+            if made > 0 { stepAllocations.add(Int(made), ordering: .relaxed) }
         }
     }
 
@@ -149,36 +156,35 @@ final class MediaWorker: Sendable {
     }
 }
 
-/// Delivers legs' events to their owners on one serial queue, off the media threads (an event
-/// handler may take the server's locks and allocate).
-enum MediaEvents {
-    private static let queue = EventQueue()
+/// Events of one worker's legs on their way to the owners: the worker pushes them into an SPSC
+/// ring (no allocation, no lock on the media thread) and wakes the runtime's event thread, which
+/// calls the handlers (they may take locks and allocate).
+final class LegEventSink: @unchecked Sendable {
+    // SAFETY: `producer` is used by the worker's thread only (inside steps); `consumer` only under
+    // its lock, by the event thread.
+    private let ring: SPSCRing<(LegShared, RTPLegEvent)>
+    private var producer: SPSCRing<(LegShared, RTPLegEvent)>.Producer
+    private let consumer: Locked<SPSCRing<(LegShared, RTPLegEvent)>.Consumer>
+    private let wake: TickSignal
+    /// Events that found the ring full (never expected: 1024 between two wakes of the event thread).
+    let lost = Atomic<Int>(0)
 
-    static func post(_ body: @escaping @Sendable () -> Void) { queue.post(body) }
-}
-
-/// A serial queue of closures run by one thread: posting takes a lock only posters and that thread
-/// take, briefly. Events are rare (a DTMF digit, a timeout), so the allocation of a closure is fine.
-final class EventQueue: Sendable {
-    private let pending = Locked<[@Sendable () -> Void]>([])
-    private let signal = TickSignal()
-
-    init() {
-        startDetachedThread { [self] in
-            cchamade_set_thread_name("chamade-legevents")
-            while true {
-                _ = signal.wait(milliseconds: 1000)
-                let work = pending.withLock { p -> [@Sendable () -> Void] in
-                    defer { p.removeAll() }
-                    return p
-                }
-                for w in work { w() }
-            }
-        }
+    init(wake: TickSignal) {
+        self.wake = wake
+        ring = SPSCRing(capacity: 1024, prefault: true)
+        producer = ring.takeProducer()
+        consumer = Locked(ring.takeConsumer())
     }
 
-    func post(_ body: @escaping @Sendable () -> Void) {
-        pending.withLock { $0.append(body) }
-        signal.post()
+    /// From the worker's thread. Real-time safe.
+    func post(_ leg: LegShared, _ event: RTPLegEvent) {
+        if producer.push((leg, event)) { wake.post() } else { lost.add(1, ordering: .relaxed) }
+    }
+
+    /// From the event thread: runs the handlers of everything posted so far.
+    func deliver() {
+        consumer.withLock { c in
+            while let (leg, event) = c.pop() { leg.onEvent(event) }
+        }
     }
 }

@@ -189,6 +189,17 @@ struct JitterBufferTests {
         expectContinuous(t, from: 5000)
     }
 
+    /// The sender's second packet starts inside its first (its timestamp steps by 108 of 160:
+    /// GStreamer's first Opus packet does this, by its encoder's pre-skip). Sequence numbers show
+    /// nothing missing: every packet plays, in order, none is late, lost or concealed.
+    @Test func shortFirstTimestampStep() throws {
+        var s = stream(count: 10)
+        for k in 1..<10 { s[k].timestamp -= 52 }
+        let t = try play(s, pulls: 14, configuration: g711)
+        #expect(t.tokens == seqs(100...109) + times(3, "c20") + ["f"])
+        #expect(Counts(t.statistics) == Counts(received: 10, concealedMs: 60))
+    }
+
     /// Packets 10 and 30 each arrive after the `n` packets that follow them (5 ms after the last).
     /// n = 1: the wait for packet 110 (the buffer was empty) is enough and it plays. n ≥ 2: 110 is
     /// declared lost (FEC offered from 111) and arrives late, which raises the target to

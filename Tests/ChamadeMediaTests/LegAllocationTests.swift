@@ -36,11 +36,11 @@ struct LegAllocationTests {
         let listener = LegBenchlessSupport.Listener(s.agent)
         defer { listener.stop() }
         var next = MonotonicClock.now()
-        var before: UInt64 = 0
+        var before = 0
         for k in 0..<250 {
             if k == 100 {
                 // Warm: every path has run (a loss at k = 60 below, RTCP at 2.5 s, DTMF now).
-                before = Engine.tickAllocationCount
+                before = s.media.stepAllocationCount
                 _ = try s.leg.sendDigits("1#")
             }
             if k % 60 != 0 {
@@ -53,7 +53,7 @@ struct LegAllocationTests {
             next += 20_000_000
             MonotonicClock.sleep(until: next)
         }
-        let allocations = Engine.tickAllocationCount - before
+        let allocations = s.media.stepAllocationCount - before
         #expect(allocations == 0, "\(allocations) allocations in 3 s of media steps")
         #expect(s.leg.statistics.packetsLost >= 3)
         #expect(s.leg.statistics.packetsSent > 100)
