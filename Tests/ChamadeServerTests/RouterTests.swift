@@ -93,7 +93,8 @@ struct RouterTests {
         (#"[1,2]"#, 400, "invalid_json"),
         (#"{"platform":"discord","meeting_url":"x","tts_voice_config_id":"nope"}"#, 400, "unknown_voice_config"),
         (#"{"platform":"sip","meeting_url":"sip:1@127.0.0.1"}"#, 400, "sip_unavailable"),
-        (#"{"platform":"rtp","meeting_url":"rtp://127.0.0.1:4000"}"#, 400, "platform_unavailable"),
+        (#"{"platform":"rtp","meeting_url":"rtp://127.0.0.1:4000"}"#, 400, "invalid_meeting_url"),
+        (#"{"platform":"rtp","meeting_url":"https://zoom.example/1"}"#, 400, "invalid_meeting_url"),
     ])
     func createCallRefusals(body: String, status: Int, code: String) async throws {
         try await Self.withClient { client in

@@ -14,7 +14,7 @@ struct AccountController {
     @Sendable func account(_ request: Request, context: APIRequestContext) async throws -> AccountResponse {
         var platforms: [String: AccountResponse.PlatformInfo] = [:]
         for p in Platform.allCases {
-            let available = p != .sip && p != .rtp
+            let available = p != .sip
             platforms[p.rawValue] = .init(
                 status: available ? "available" : "unavailable", nativeSampleRate: p.nativeRate.hertz,
                 capabilities: p.capabilities)
