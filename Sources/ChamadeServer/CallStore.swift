@@ -158,12 +158,12 @@ final class CallStore: Sendable {
         }
     }
 
-    /// Counters of every leg, open and closed.
-    func legStatistics() -> RTPLegStatistics {
-        let open = state.withLockedValue { s in s.rooms.values.compactMap { $0.handle.leg } }
+    /// Counters summed over every leg, open and closed, and each open leg's own.
+    func legStatistics() -> (total: RTPLegStatistics, open: [RTPLegStatistics]) {
+        let open = state.withLockedValue { s in s.rooms.values.compactMap { $0.handle.leg } }.map(\.statistics)
         var total = closedLegs.withLockedValue { $0 }
-        for leg in open { total.add(leg.statistics) }
-        return total
+        for s in open { total.add(s) }
+        return (total, open)
     }
 
     /// Ends `call`: it leaves its room (removed with its last call), its WebSockets get `call_state`

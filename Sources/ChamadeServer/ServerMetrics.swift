@@ -22,6 +22,7 @@ final class ServerMetrics: Sendable {
     private struct Instruments: @unchecked Sendable {
         // SAFETY: swift-metrics handlers are thread-safe; the struct is only read.
         var calls, rooms, participants, sockets: CoreMetrics.Gauge
+        var legs, legJitter, legBuffer: CoreMetrics.Gauge
         var counters: [String: CoreMetrics.Counter]
         var tickTime: CoreMetrics.Timer
     }
@@ -43,6 +44,9 @@ final class ServerMetrics: Sendable {
             rooms: CoreMetrics.Gauge(label: "chamade_rooms", factory: factory),
             participants: CoreMetrics.Gauge(label: "chamade_participants", factory: factory),
             sockets: CoreMetrics.Gauge(label: "chamade_websockets", factory: factory),
+            legs: CoreMetrics.Gauge(label: "chamade_legs", factory: factory),
+            legJitter: CoreMetrics.Gauge(label: "chamade_leg_jitter_ms_max", factory: factory),
+            legBuffer: CoreMetrics.Gauge(label: "chamade_leg_jitter_buffer_ms_max", factory: factory),
             counters: counters,
             tickTime: CoreMetrics.Timer(label: "chamade_tick_seconds", factory: factory))
     }
@@ -60,7 +64,10 @@ final class ServerMetrics: Sendable {
     func render(engine: Engine, store: CallStore, counters: ServerCounters) -> String {
         last.withLockedValue { last in
             let s = engine.statistics()
-            let legs = store.legStatistics()
+            let (legs, open) = store.legStatistics()
+            instruments.legs.record(open.count)
+            instruments.legJitter.record(open.map(\.jitterMilliseconds).max() ?? 0)
+            instruments.legBuffer.record(open.map(\.jitterBufferMilliseconds).max() ?? 0)
             instruments.calls.record(store.liveCallCount)
             instruments.rooms.record(s.rooms)
             instruments.participants.record(s.participants)
