@@ -686,8 +686,9 @@ class Janus:
 
 def janus_version():
     try:
-        out = subprocess.run(["janus", "--version"], capture_output=True, text=True, timeout=10).stdout
-        return out.strip().splitlines()[-1] if out.strip() else None
+        out = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", "janus"], capture_output=True, text=True,
+                             timeout=10).stdout
+        return out.strip() or None
     except Exception:
         return None
 
