@@ -171,6 +171,11 @@ public struct LegObject: Codable, Sendable, Equatable {
     public var concealedMs: Double
     public var packetsSent: Int
     public var packetsInvalid: Int
+    /// From the far end's RTCP reports on the leg's stream (null before the first).
+    public var remoteFractionLost: Double?
+    public var remoteJitterMs: Double?
+    public var rtcpReceived: Int
+    public var rtcpSent: Int
     public var sipCallID: String?
 
     enum CodingKeys: String, CodingKey {
@@ -186,6 +191,10 @@ public struct LegObject: Codable, Sendable, Equatable {
         case concealedMs = "concealed_ms"
         case packetsSent = "packets_sent"
         case packetsInvalid = "packets_invalid"
+        case remoteFractionLost = "remote_fraction_lost"
+        case remoteJitterMs = "remote_jitter_ms"
+        case rtcpReceived = "rtcp_received"
+        case rtcpSent = "rtcp_sent"
         case sipCallID = "sip_call_id"
     }
 }

@@ -121,7 +121,8 @@ final class Call: Sendable {
             localRTP: leg.local.description, remoteRTP: leg.remote.description, packetsReceived: s.packetsReceived,
             packetsLost: s.packetsLost, packetsLate: s.packetsLate, jitterMs: s.jitterMilliseconds,
             jitterBufferMs: s.jitterBufferMilliseconds, concealedMs: s.concealedMilliseconds, packetsSent: s.packetsSent,
-            packetsInvalid: s.packetsInvalid, sipCallID: nil)
+            packetsInvalid: s.packetsInvalid, remoteFractionLost: s.remoteFractionLost,
+            remoteJitterMs: s.remoteJitterMilliseconds, rtcpReceived: s.rtcpReceived, rtcpSent: s.rtcpSent, sipCallID: nil)
     }
 
     static func timestamp(_ date: Date) -> String {
