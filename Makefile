@@ -31,9 +31,12 @@ test-server: deps
 	python3 -m pytest -q Tests/server
 	scripts/run-example.sh
 
-# The concurrency tests again under ThreadSanitizer, in their own build folder.
+# The concurrency tests again under ThreadSanitizer, in their own build folder: the rings and the
+# clock, and legs whose API thread, media worker, event thread and clock all meet (digits queued
+# both ways, a timeout, RTCP both ways).
 test-tsan: deps
-	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan --filter "twoThreadStress|realThreadsAroundTheClock"
+	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan \
+		--filter "twoThreadStress|realThreadsAroundTheClock|telephoneEventsBothWays|timeoutEndsTheLeg|reportsBothWays"
 
 # Benchmarks (ordo-one/benchmark, with malloc counts); a separate package so its harness never
 # enters the main build.
