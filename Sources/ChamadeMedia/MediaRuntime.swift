@@ -124,9 +124,6 @@ public final class MediaRuntime: Sendable {
         return handle
     }
 
-    /// CPU time used by the media threads so far, ns.
-    public var workerCPUNanoseconds: Int64 { workers.reduce(0) { $0 + $1.cpuNanoseconds.load(ordering: .relaxed) } }
-
     /// Steps that overran their 20 ms (the media threads are overloaded).
     public var lateSteps: Int { workers.reduce(0) { $0 + $1.lateSteps.load(ordering: .relaxed) } }
 

@@ -34,8 +34,6 @@ final class MediaWorker: Sendable {
     let running = Atomic<Bool>(false)
     /// Legs on this worker (for placement).
     let legCount = Atomic<Int>(0)
-    /// CPU time this thread has used, ns (published each step).
-    let cpuNanoseconds = Atomic<Int64>(0)
     let lateSteps = Atomic<Int>(0)
     /// Allocations made inside steps, counted on this thread (only with the malloc counter linked).
     let stepAllocations = Atomic<Int>(0)
@@ -102,7 +100,6 @@ final class MediaWorker: Sendable {
                 lateSteps.add(1, ordering: .relaxed)
                 deadline = (now / Self.period + 1) * Self.period + Self.period / 2
             }
-            cpuNanoseconds.store(MonotonicClock.threadCPUTime(), ordering: .relaxed)
         }
         state.withLock { loop in
             while let command = loop.consumer.pop() {
