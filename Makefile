@@ -3,12 +3,16 @@
 SWIFT ?= swift
 OUT ?= out
 
-.PHONY: all deps build run test test-tsan test-server bench baselines fixtures clean
+.PHONY: all deps test-deps build run test test-tsan test-server bench baselines fixtures clean
 
 all: build
 
 deps:
 	@scripts/install-deps.sh
+
+# The libraries, plus the real peers the tests talk to (GStreamer, ffmpeg, tshark).
+test-deps:
+	@scripts/install-deps.sh --test
 
 build: deps
 	$(SWIFT) build -c release --product chamade
@@ -16,7 +20,7 @@ build: deps
 run: build
 	.build/release/chamade serve --host 127.0.0.1 --port 8787
 
-test: deps
+test: test-deps
 	scripts/install-python-deps.sh
 	$(SWIFT) build --build-tests
 	$(SWIFT) test --skip-build
@@ -25,7 +29,7 @@ test: deps
 
 # The server through real sockets: pytest with a real WebSocket client against `chamade serve`,
 # then the example agent client against a live server.
-test-server: deps
+test-server: test-deps
 	scripts/install-python-deps.sh
 	$(SWIFT) build --product chamade
 	python3 -m pytest -q Tests/server
