@@ -40,7 +40,7 @@ final class CallStore: Sendable {
     let byParticipant = NIOLockedValueBox<[ParticipantID: Call]>([:])
 
     /// The media plane of platform legs, started with the first leg.
-    let media: LazyMedia
+    let media: ServerMedia
     /// Counters of the legs already closed (`/metrics` adds the open ones).
     let closedLegs = NIOLockedValueBox(RTPLegStatistics())
 
@@ -48,7 +48,7 @@ final class CallStore: Sendable {
         self.engine = engine
         self.configuration = configuration
         self.events = events
-        self.media = LazyMedia(configuration: configuration)
+        self.media = ServerMedia(configuration: configuration)
     }
 
     // MARK: create and end
@@ -129,7 +129,7 @@ final class CallStore: Sendable {
     private func close(_ handle: RoomHandle) {
         let (room, leg) = handle.close()
         if let leg {
-            leg.close()
+            media.close(leg)
             let s = leg.statistics
             closedLegs.withLockedValue { $0.add(s) }
         }
@@ -288,7 +288,7 @@ final class RoomHandle: Sendable {
     var leg: RTPLeg? { state.withLockedValue { $0.leg } }
 
     func open(
-        engine: Engine, capacity: Int, media: LazyMedia, onLegEvent: @escaping @Sendable (RTPLegEvent) -> Void
+        engine: Engine, capacity: Int, media: ServerMedia, onLegEvent: @escaping @Sendable (RTPLegEvent) -> Void
     ) throws(APIError) -> Room {
         try state.withTypedLock { (s: inout State) throws(APIError) -> Room in
             if let existing = s.room { return existing }
@@ -301,7 +301,7 @@ final class RoomHandle: Sendable {
             }
             if let plan {
                 do throws(RTPLegError) {
-                    s.leg = try media.runtime().openLeg(room: created, configuration: plan.configuration, onEvent: onLegEvent)
+                    s.leg = try media.openLeg(room: created, configuration: plan.configuration, onEvent: onLegEvent)
                 } catch {
                     engine.removeRoom(created)
                     throw APIError(.serviceUnavailable, "rtp_unavailable", "cannot open the RTP leg: \(error)")
@@ -325,7 +325,6 @@ final class RoomHandle: Sendable {
 /// What a leg platform's `meeting_url` asks for, checked before any room exists.
 struct LegPlan: Sendable {
     let configuration: RTPLegConfiguration
-    let speakerName: String
 
     init(meetingURL: String, configuration server: ServerConfiguration) throws(APIError) {
         let url: RTPURL
@@ -339,29 +338,7 @@ struct LegPlan: Sendable {
             codec: url.codec, remote: remote, payloadType: url.payloadType,
             telephoneEventPayloadType: url.telephoneEventPayloadType, timeoutSeconds: server.rtpTimeoutSeconds,
             canonicalName: "chamade@\(url.name)")
-        speakerName = url.name
     }
-}
-
-/// The server's media runtime, made with the first leg (a server without legs runs no media thread).
-final class LazyMedia: Sendable {
-    private let configuration: ServerConfiguration
-    private let made = NIOLockedValueBox<MediaRuntime?>(nil)
-
-    init(configuration: ServerConfiguration) { self.configuration = configuration }
-
-    func runtime() throws(RTPLegError) -> MediaRuntime {
-        try made.withTypedLock { (m: inout MediaRuntime?) throws(RTPLegError) -> MediaRuntime in
-            if let m { return m }
-            let host = configuration.host == "localhost" ? "127.0.0.1" : configuration.host
-            let bind = Endpoint(host: host, port: 0) != nil ? host : "0.0.0.0"
-            let runtime = try MediaRuntime(configuration: .init(bindAddress: bind, ports: configuration.rtpPorts))
-            m = runtime
-            return runtime
-        }
-    }
-
-    func shutdown() { made.withLockedValue { $0?.shutdown() } }
 }
 
 extension NIOLockedValueBox {

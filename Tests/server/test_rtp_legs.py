@@ -798,3 +798,21 @@ def test_outgoing_stream_in_tshark(server, codec, tmp_path):
     across = steps[g - 1]
     assert across % units == 0 and 50 <= across // units <= 52, across / units
     assert abs(across / rate - (times[g] - times[g - 1])) <= 0.04, (across / rate, times[g] - times[g - 1])
+
+
+def test_media_threads_go_when_the_last_leg_closes():
+    """SPEC §9: after every call has ended the process is back to its idle threads and descriptors.
+    The media workers and their event thread start with the first leg and stop with the last."""
+    s = Server(*serve_flags("--rtp-ports", "31900-31999"))
+    try:
+        idle_threads, idle_fds = s.threads(), s.fds()
+        call = rtp_call(s, f"rtp://127.0.0.1:{free_udp_port()}?codec=pcmu")
+        assert s.threads() > idle_threads  # the media workers are running
+        assert s.fds() >= idle_fds + 2      # the leg's RTP and RTCP sockets
+        hang_up(s, call)
+        deadline = time.time() + 3
+        while time.time() < deadline and (s.threads(), s.fds()) != (idle_threads, idle_fds):
+            time.sleep(0.05)
+        assert (s.threads(), s.fds()) == (idle_threads, idle_fds)
+    finally:
+        s.stop()

@@ -1,0 +1,63 @@
+import ChamadeEngine
+import ChamadeMedia
+import NIOConcurrencyHelpers
+
+/// The server's media plane for platform legs: the `MediaRuntime` is started with the first leg and
+/// shut down with the last, so a server without legs runs no media thread, and one whose legs have
+/// all closed returns to its idle threads and descriptors (SPEC §9).
+final class ServerMedia: Sendable {
+    private let configuration: ServerConfiguration
+    private struct State {
+        var runtime: MediaRuntime?
+        var legs = 0
+    }
+    private let state = NIOLockedValueBox(State())
+
+    init(configuration: ServerConfiguration) { self.configuration = configuration }
+
+    /// Opens a leg on `room`, starting the runtime if no leg is open.
+    func openLeg(room: Room, configuration leg: RTPLegConfiguration, onEvent: @escaping @Sendable (RTPLegEvent) -> Void)
+        throws(RTPLegError) -> RTPLeg
+    {
+        try state.withTypedLock { (s: inout State) throws(RTPLegError) -> RTPLeg in
+            let runtime: MediaRuntime
+            if let running = s.runtime { runtime = running } else { runtime = try makeRuntime() }
+            s.runtime = runtime
+            do throws(RTPLegError) {
+                let opened = try runtime.openLeg(room: room, configuration: leg, onEvent: onEvent)
+                s.legs += 1
+                return opened
+            } catch {
+                if s.legs == 0 { stop(&s) }
+                throw error
+            }
+        }
+    }
+
+    /// Closes `leg` (RTCP BYE, port back); the last one stops the runtime, which waits for its
+    /// workers to finish closing.
+    func close(_ leg: RTPLeg) {
+        leg.close()
+        state.withLockedValue { s in
+            s.legs -= 1
+            if s.legs == 0 { stop(&s) }
+        }
+    }
+
+    /// Stops the runtime whatever is open (server shutdown).
+    func shutdown() { state.withLockedValue { stop(&$0) } }
+
+    private func stop(_ s: inout State) {
+        s.runtime?.shutdown()
+        s.runtime = nil
+        s.legs = 0
+    }
+
+    /// Legs bind the server's address when it is an IPv4 literal (`localhost` is 127.0.0.1), else all
+    /// addresses.
+    private func makeRuntime() throws(RTPLegError) -> MediaRuntime {
+        let host = configuration.host == "localhost" ? "127.0.0.1" : configuration.host
+        let bind = Endpoint(host: host, port: 0) != nil ? host : "0.0.0.0"
+        return try MediaRuntime(configuration: .init(bindAddress: bind, ports: configuration.rtpPorts))
+    }
+}
