@@ -19,7 +19,7 @@ struct LegAllocationTests {
         let rate = codec.nativeRate
         let n = rate.blockSampleCount
         var encoder = codec == .opus ? try Opus.Encoder(sampleRate: rate) : nil
-        let tone = LegBenchlessSupport.tone(300, rate: rate.hertz, count: n * 50)
+        let tone = LegTestSupport.tone(300, rate: rate.hertz, count: n * 50)
         var payloads: [[UInt8]] = []
         var scratch = [UInt8](repeating: 0, count: 1500)
         for k in 0..<50 {
@@ -31,9 +31,9 @@ struct LegAllocationTests {
                 payloads.append(block.map(G711.Law.a.encode))
             }
         }
-        let pcm = LegBenchlessSupport.tone(700, rate: rate.hertz, count: rate.hertz * 8)
+        let pcm = LegTestSupport.tone(700, rate: rate.hertz, count: rate.hertz * 8)
         _ = pcm.withUnsafeBytes { s.agent.push($0) }
-        let listener = LegBenchlessSupport.Listener(s.agent)
+        let listener = LegTestSupport.Listener(s.agent)
         defer { listener.stop() }
         var next = MonotonicClock.now()
         var before = 0

@@ -15,7 +15,7 @@ final class Peer {
 
     init() throws {
         socket = try UDPSocket(binding: Endpoint(host: "127.0.0.1", port: 0)!)
-        endpoint = LegBenchlessSupport.local(of: socket.descriptor)
+        endpoint = LegTestSupport.local(of: socket.descriptor)
     }
 
     deinit { buffer.deallocate() }
@@ -50,7 +50,7 @@ final class Peer {
     }
 }
 
-enum LegBenchlessSupport {
+enum LegTestSupport {
     static func local(of fd: Int32) -> Endpoint {
         var sa = sockaddr_in()
         var length = socklen_t(MemoryLayout<sockaddr_in>.size)

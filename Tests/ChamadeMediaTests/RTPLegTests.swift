@@ -10,7 +10,7 @@ import Testing
 /// a test peer plays the far end, a participant of the room plays the agent.
 @Suite("RTP legs", .serialized)
 struct RTPLegTests {
-    typealias S = LegBenchlessSupport
+    typealias S = LegTestSupport
 
     struct Setup {
         let engine: Engine
