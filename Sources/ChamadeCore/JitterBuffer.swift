@@ -278,6 +278,10 @@ public struct JitterBuffer: ~Copyable {
     /// Added to the sender's timeline to get ours: grows when a packet that follows the newest in
     /// sequence starts inside it (see `insert`).
     var positionOffset: Int64 = 0
+    /// The offset before the last re-base, and the first sequence number the current one applies
+    /// to: a reordered packet from before a re-base keeps the timeline it was sent on.
+    var previousOffset: Int64 = 0
+    var offsetSequence: Int64 = 0
     var highestArrival: Int64 = 0
     var firstExtendedSequence: Int64 = 0
     /// Bit i set: sequence `highestSequence - i` was received.
@@ -439,6 +443,8 @@ public struct JitterBuffer: ~Copyable {
                 // late and concealing.
                 let newestEnd = highestPosition + highestDuration
                 if sequenceDelta == 1, position > highestPosition, position < newestEnd {
+                    previousOffset = positionOffset
+                    offsetSequence = extendedSequence
                     positionOffset += newestEnd - position
                 }
                 highestDuration = Int64(sampleCount)
@@ -460,7 +466,7 @@ public struct JitterBuffer: ~Copyable {
                 seenMask |= bit
             }
         }
-        position += positionOffset
+        position += extendedSequence >= offsetSequence ? positionOffset : previousOffset
         measure(position: position, arrival: arrivalUnits)
         // After a restart `coverEnd` is nil: the first packet of a stream is never late.
         if let end = coverEnd, position < end {
@@ -562,7 +568,7 @@ public struct JitterBuffer: ~Copyable {
 
     mutating func beginStream(ssrc newSSRC: UInt32, sequence: Int64, position: Int64, arrival: Int64) {
         state = .filling
-        positionOffset = 0
+        (positionOffset, previousOffset, offsetSequence) = (0, 0, sequence)
         ssrc = newSSRC
         highestSequence = sequence
         highestPosition = position

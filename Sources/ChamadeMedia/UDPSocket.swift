@@ -19,6 +19,7 @@ public struct SocketError: Error, Sendable, Hashable, CustomStringConvertible {
 /// for each packet. `receive` and `send` never block; neither allocates.
 package struct UDPSocket: ~Copyable {
     package let descriptor: Int32
+    /// The address it is bound to (the port the kernel chose when asked for port 0).
     package let local: Endpoint
 
     package init(binding local: Endpoint) throws(SocketError) {
@@ -38,8 +39,13 @@ package struct UDPSocket: ~Copyable {
             close(fd)
             throw SocketError(operation: "bind \(local)", code: code)
         }
+        var actual = sockaddr_in()
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &actual) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) }
+        }
         self.descriptor = fd
-        self.local = local
+        self.local = Endpoint(actual)
     }
 
     deinit { close(descriptor) }

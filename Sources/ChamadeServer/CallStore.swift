@@ -148,9 +148,7 @@ final class CallStore: Sendable {
             for c in calls { c.broadcast(text: text) }
         case .timedOut:
             let text = WireJSON.encode(
-                ServerMessage.Error(
-                    code: "bridge_disconnected",
-                    message: "The platform leg sent no RTP or RTCP for \(configuration.rtpTimeoutSeconds) s. Create the call again with the same meeting_url to reconnect."))
+                ServerMessage.bridgeDisconnected("The platform leg sent no RTP or RTCP for \(configuration.rtpTimeoutSeconds) s."))
             for c in calls {
                 c.broadcast(text: text)
                 try? end(c)

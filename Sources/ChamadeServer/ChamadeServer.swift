@@ -138,10 +138,7 @@ public final class ChamadeServer: Sendable {
     /// Tells every call of the room of `callID` that the platform leg is gone (`bridge_disconnected`).
     public func reportBridgeDisconnected(callID: String) {
         guard let call = core.store.anyCall(callID) else { return }
-        let message = WireJSON.encode(
-            ServerMessage.Error(
-                code: "bridge_disconnected",
-                message: "Bridge connection lost. Create the call again with the same meeting_url to reconnect."))
+        let message = WireJSON.encode(ServerMessage.bridgeDisconnected("Bridge connection lost."))
         for c in core.store.roomCalls(of: call) { c.broadcast(text: message) }
     }
 }

@@ -71,6 +71,11 @@ enum ServerMessage {
         var text: String
     }
 
+    /// `call_error` `bridge_disconnected`: the room's platform leg is gone (SPEC §4, §6).
+    static func bridgeDisconnected(_ why: String) -> Error {
+        Error(code: "bridge_disconnected", message: "\(why) Create the call again with the same meeting_url to reconnect.")
+    }
+
     struct DTMF: Encodable {
         var type = "call_dtmf"
         var digit: String

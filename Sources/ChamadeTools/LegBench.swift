@@ -80,7 +80,7 @@ public enum LegBench {
                 remote = peer.with(port: peer.port + UInt16(2 * i))
             } else {
                 let s = try UDPSocket(binding: Endpoint(host: "127.0.0.1", port: 0)!)
-                remote = localEndpoint(of: s.descriptor)
+                remote = s.local
 
                 feederSockets.append(UDPSocketBox(s))
             }
@@ -208,13 +208,6 @@ public enum LegBench {
         var usage = rusage()
         getrusage(RUSAGE_SELF.rawValue, &usage)
         return Double(usage.ru_utime.tv_sec + usage.ru_stime.tv_sec) + Double(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6
-    }
-
-    static func localEndpoint(of fd: Int32) -> Endpoint {
-        var sa = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Endpoint(address: UInt32(bigEndian: sa.sin_addr.s_addr), port: UInt16(bigEndian: sa.sin_port))
     }
 }
 

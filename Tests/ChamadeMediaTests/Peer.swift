@@ -15,7 +15,7 @@ final class Peer {
 
     init() throws {
         socket = try UDPSocket(binding: Endpoint(host: "127.0.0.1", port: 0)!)
-        endpoint = LegTestSupport.local(of: socket.descriptor)
+        endpoint = socket.local
     }
 
     deinit { buffer.deallocate() }
@@ -51,13 +51,6 @@ final class Peer {
 }
 
 enum LegTestSupport {
-    static func local(of fd: Int32) -> Endpoint {
-        var sa = sockaddr_in()
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &sa) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        return Endpoint(address: UInt32(bigEndian: sa.sin_addr.s_addr), port: UInt16(bigEndian: sa.sin_port))
-    }
-
     /// A tone as Int16 samples.
     static func tone(_ frequency: Double, rate: Int, count: Int, amplitude: Double = 8000, offset: Int = 0) -> [Int16] {
         (0..<count).map { Int16(amplitude * sin(2 * .pi * frequency * Double(offset + $0) / Double(rate))) }
