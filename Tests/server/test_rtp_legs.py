@@ -667,8 +667,8 @@ def rtcp_garbage(rng):
 def test_malformed_datagrams_do_not_disturb_the_stream(server):
     """A PCMU tone stream with garbage interleaved between its packets (from the peer's own socket
     and from a stranger's), and garbage on the RTCP port. The agent hears the tone unharmed: the same
-    frequency and level, every 100 ms window a clean sine (SNR ≥ 30 dB; one decoded garbage payload
-    would bring its window near 0 dB), the samples exact µ-law levels; no DTMF, no error; the leg
+    frequency and level, every 100 ms window while garbage flies a clean sine (SNR ≥ 30 dB; one
+    decoded garbage payload would bring its window to about 5 dB), the samples exact µ-law levels; no DTMF, no error; the leg
     keeps answering its real peer, not the stranger; the server stays up and other rooms work."""
     rng = random.Random(4733)
     ssrc = 0x600D5EED
@@ -706,7 +706,13 @@ def test_malformed_datagrams_do_not_disturb_the_stream(server):
     assert [m for m in messages if m.get("type") in ("call_dtmf", "call_error")] == [], messages
     tone = check_tone(x, 8000, 1000, RMS_HALF_SCALE, 0.5, min_seconds=3.3)
     snr = windowed_snr(tone, 1000, 8000)
-    assert snr.min() >= 30, f"a disturbed 100 ms window: SNR {snr.min():.1f} dB (windows {np.round(snr, 1)})"
+    # The garbage is all sent by 2.61 s of the stream; the windows up to 3 s must be clean. After it,
+    # only this test's own Python sender can disturb the tone (a scheduling wait on a loaded machine
+    # makes one packet late, and its concealment costs a window some 15 dB): one window may hold that,
+    # still far from the ~5 dB a decoded garbage payload leaves.
+    garbage_windows, later = snr[:30], snr[30:]
+    assert garbage_windows.min() >= 30, f"a disturbed 100 ms window: SNR {snr.min():.1f} dB (windows {np.round(snr, 1)})"
+    assert (later < 30).sum() <= 1 and later.min() >= 15, f"after the garbage: windows {np.round(later, 1)}"
     assert g711_level_fraction(tone, "pcmu") >= 0.98
     assert leg["packets_lost"] == 0, leg
     assert len(good) <= leg["packets_received"] <= len(good) + len(own), leg
