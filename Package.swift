@@ -20,6 +20,7 @@ let package = Package(
         .library(name: "ChamadeTools", targets: ["ChamadeTools"]),
         .library(name: "ChamadeMedia", targets: ["ChamadeMedia"]),
         .library(name: "ChamadeServer", targets: ["ChamadeServer"]),
+        .library(name: "ChamadeSIP", targets: ["ChamadeSIP"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -47,6 +48,11 @@ let package = Package(
         .systemLibrary(
             name: "COpus", path: "CShims/COpus", pkgConfig: "opus",
             providers: [.apt(["libopus-dev"])]),
+        // libre (Debian libre-dev 1.1.0): SIP signalling and SDP only; the shim header defines the
+        // feature macros libre's headers need and wraps its variadic functions (one line each).
+        .systemLibrary(
+            name: "CLibre", path: "CShims/CLibre", pkgConfig: "libre",
+            providers: [.apt(["libre-dev"])]),
         // Our own C: one-line typed wrappers for what Swift cannot call (variadic opus_*_ctl).
         .target(name: "CChamadeShims", dependencies: ["COpus"], path: "CShims/CChamadeShims"),
         // Counting malloc wrappers, linked only into `chamade` and the tests: proves the tick allocates nothing.
@@ -65,6 +71,8 @@ let package = Package(
         .target(
             name: "ChamadeMedia", dependencies: ["ChamadeEngine", "ChamadeCore", "ChamadeDSP", "CChamadeShims"],
             swiftSettings: swiftSettings),
+        // SIP signalling on libre: one owner (SIPStack) running libre's loop on its own thread.
+        .target(name: "ChamadeSIP", dependencies: ["CLibre"], swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTools",
             dependencies: [
@@ -141,6 +149,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        .testTarget(name: "ChamadeSIPTests", dependencies: ["ChamadeSIP"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ChamadeAudioFileTests", dependencies: ["ChamadeAudioFile", "ChamadeTesting"],
             swiftSettings: swiftSettings),
