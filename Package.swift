@@ -72,7 +72,7 @@ let package = Package(
             name: "ChamadeMedia", dependencies: ["ChamadeEngine", "ChamadeCore", "ChamadeDSP", "CChamadeShims"],
             swiftSettings: swiftSettings),
         // SIP signalling on libre: one owner (SIPStack) running libre's loop on its own thread.
-        .target(name: "ChamadeSIP", dependencies: ["CLibre"], swiftSettings: swiftSettings),
+        .target(name: "ChamadeSIP", dependencies: ["CLibre", "ChamadeMedia"], swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTools",
             dependencies: [
@@ -83,7 +83,7 @@ let package = Package(
         .target(
             name: "ChamadeServer",
             dependencies: [
-                "ChamadeEngine", "ChamadeCore", "ChamadeMedia", "CChamadeShims",
+                "ChamadeEngine", "ChamadeCore", "ChamadeMedia", "ChamadeSIP", "CChamadeShims",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

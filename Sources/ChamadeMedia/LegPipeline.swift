@@ -112,6 +112,8 @@ final class LegPipeline {
         sendOutbound()
         if now >= nextReport { sendReport(now: now, realtimeOffset: realtimeOffset) }
         publish()
+        // On hold the far end sends nothing: the timeout waits, and counts from the resume.
+        if !shared.receiving.load(ordering: .relaxed) { lastActivity = now }
         if now - lastActivity > configuration.timeoutNanoseconds {
             shared.finished.store(true, ordering: .relaxed)
             events.post(shared, .timedOut)
@@ -255,6 +257,10 @@ final class LegPipeline {
     private func slot(_ block: UnsafeBufferPointer<Int16>?) {
         let ts = timestamp
         timestamp &+= UInt32(unitsPerBlock)
+        guard shared.sending.load(ordering: .relaxed) else {
+            talking = false
+            return
+        }
         if let event = sender.next(at: ts) {
             sendEvent(event)
             talking = false

@@ -74,18 +74,16 @@ public final class MediaRuntime: Sendable {
         for w in workers { w.stop() }
     }
 
-    /// Opens an RTP leg on `room`: binds a port pair, joins the room as a participant at the
-    /// codec's rate for the room (SPEC §6), and starts its media on the least loaded worker.
-    /// `onEvent` is called on the runtime's event thread for received digits and the timeout.
-    public func openLeg(
-        room: Room, configuration leg: RTPLegConfiguration, onEvent: @escaping @Sendable (RTPLegEvent) -> Void
-    ) throws(RTPLegError) -> RTPLeg {
+    /// Binds a free RTP/RTCP port pair for a leg opened later (a SIP offer names its port before
+    /// the answer says which codec the leg will have). Dropping the reservation unused gives the
+    /// ports back.
+    public func reservePorts() throws(RTPLegError) -> RTPPortReservation {
         guard !stopped.isSet else { throw .closed }
         var lastError: SocketError?
+        let bind = self.bind
         let sockets: (UDPSocketPair, Int)? = pool.acquire { port in
             do throws(SocketError) {
-                let pair = try UDPSocketPair(bind.address, port: port)
-                return (pair, port)
+                return (try UDPSocketPair(bind.address, port: port), port)
             } catch {
                 lastError = error
                 return nil
@@ -95,6 +93,24 @@ public final class MediaRuntime: Sendable {
             if let lastError, lastError.code != EADDRINUSE { throw .socket(lastError) }
             throw .noFreePort(configuration.ports)
         }
+        let pool = self.pool
+        return RTPPortReservation(pair: pair, local: Endpoint(address: bind.address, port: UInt16(port))) { pool.release(port) }
+    }
+
+    /// Opens an RTP leg on `room`: binds a port pair, joins the room as a participant at the
+    /// codec's rate for the room (SPEC §6), and starts its media on the least loaded worker.
+    /// `onEvent` is called on the runtime's event thread for received digits and the timeout.
+    ///
+    /// `ports`, if given, is a pair reserved earlier with `reservePorts()` (consumed here).
+    public func openLeg(
+        room: Room, configuration leg: RTPLegConfiguration, ports: RTPPortReservation? = nil,
+        onEvent: @escaping @Sendable (RTPLegEvent) -> Void
+    ) throws(RTPLegError) -> RTPLeg {
+        guard !stopped.isSet else { throw .closed }
+        let reserved: RTPPortReservation
+        if let ports { reserved = ports } else { reserved = try reservePorts() }
+        guard let pair = reserved.take() else { throw .closed }
+        let port = Int(reserved.local.port)
         let rate = leg.codec.mediaRate(inRoomOf: room.nativeRate)
         let participant: Participant
         do throws(EngineError) { participant = try room.join(rate: rate, receiving: true) } catch {
@@ -135,8 +151,29 @@ public final class MediaRuntime: Sendable {
     public var legCount: Int { workers.reduce(0) { $0 + $1.legCount.load(ordering: .relaxed) } }
 }
 
-/// The two sockets of a leg, bound together (RTP on an even port, RTCP on the next).
-final class UDPSocketPair {
+/// A port pair bound for a leg not opened yet (`MediaRuntime.reservePorts`). `openLeg` consumes it;
+/// unused, it gives the ports back when it goes.
+public final class RTPPortReservation: Sendable {
+    /// Where the leg will receive RTP (RTCP on the next port).
+    public let local: Endpoint
+    private let pair: Locked<UDPSocketPair?>
+    private let giveBack: @Sendable () -> Void
+
+    init(pair: UDPSocketPair, local: Endpoint, giveBack: @escaping @Sendable () -> Void) {
+        self.pair = Locked(pair)
+        self.local = local
+        self.giveBack = giveBack
+    }
+
+    /// The sockets, once; from then on the leg owns the port.
+    func take() -> UDPSocketPair? { pair.withLock { $0.take() } }
+
+    deinit { if pair.withLock({ $0 != nil }) { giveBack() } }
+}
+
+/// The two sockets of a leg, bound together (RTP on an even port, RTCP on the next). Owned by one
+/// thread at a time: a reservation, then the leg's worker.
+final class UDPSocketPair: @unchecked Sendable {
     private var rtp: UDPSocket?
     private var rtcp: UDPSocket?
 

@@ -135,6 +135,18 @@ public final class RTPLeg: Sendable {
         return try shared.queueDigits(Array(digits.utf8))
     }
 
+    /// Where to send from now on (a SIP re-INVITE moved the far end); packets arriving from
+    /// elsewhere later still move it (symmetric RTP).
+    public func redirect(to remote: Endpoint) { shared.setRemote(remote) }
+
+    /// Hold and resume (SIP `a=` directions, SPEC §6): `sending` false sends no RTP (the timeline
+    /// runs on, so sequence numbers and timestamps stay continuous); `receiving` false expects no
+    /// RTP, so the timeout is paused (and counts again from the resume).
+    public func setDirection(sending: Bool, receiving: Bool) {
+        shared.sending.store(sending, ordering: .relaxed)
+        shared.receiving.store(receiving, ordering: .relaxed)
+    }
+
     /// Stops the leg: an RTCP BYE is sent, its sockets close and its participant leaves the room.
     public func close() {
         guard !shared.closing.exchange(true, ordering: .relaxed) else { return }
@@ -151,6 +163,9 @@ final class LegShared: Sendable {
     let counters = Counters()
     let finished = Atomic<Bool>(false)
     let closing = Atomic<Bool>(false)
+    /// The direction of the media (`RTPLeg.setDirection`); relaxed: a step sees a change within 20 ms.
+    let sending = Atomic<Bool>(true)
+    let receiving = Atomic<Bool>(true)
     private let remoteBits: Atomic<UInt64>
     private let digitProducer: Locked<SPSCRing<UInt8>.Producer>
     let digitRing: SPSCRing<UInt8>

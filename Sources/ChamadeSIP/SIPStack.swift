@@ -1,77 +1,68 @@
-// SIP signalling on libre (groundwork for issue 10): one owner, SIPStack, runs libre's loop
-// (`re_main`) on a dedicated thread. Every libre object is created, used and freed on that
-// thread only; other threads reach it through libre's `mqueue` (a pipe the loop polls).
-// Callbacks (`SIPEvent`) are delivered on the SIP thread: they must not block.
+// SIP signalling on libre: one owner, SIPStack, runs libre's loop (`re_main`) on a thread of its
+// own. Every libre object is created, used and freed on that thread; other threads reach it
+// through libre's `mqueue` (a pipe the loop polls, so a command wakes it at once). Events go to the
+// owner on the SIP thread: it must not block in them. Media stays on the RTP legs: this module
+// does signalling and SDP only.
 
 import CLibre
+public import ChamadeMedia
 import Dispatch
+import Synchronization
+#if canImport(Glibc)
 import Glibc
+#endif
 
-/// An error from the SIP stack. No C types: libre's errno-style codes are kept as `Int32`.
-public enum SIPError: Error, Equatable, Sendable {
-    /// The host is not an IP literal (no DNS client here yet).
-    case invalidAddress(String)
-    /// A libre call failed; `code` is the errno it returned (for example 98 EADDRINUSE).
-    case libre(operation: String, code: Int32)
-    /// The stack is not running (never started, or stopped).
-    case notRunning
-}
-
-/// What the stack reports, on the SIP thread.
-public enum SIPEvent: Sendable, Equatable {
-    /// An INVITE arrived; 100 Trying and 180 Ringing have been sent. Answer with `answer(callID:)`
-    /// or `reject(callID:status:reason:)`.
-    case invite(SIPInvite)
-    /// The ACK for our 2xx arrived: the dialog is established.
-    case established(callID: String)
-    /// The session ended: `byRemote` when a BYE (or CANCEL) came from the far end; `code` is
-    /// libre's errno (0 for a BYE, ECONNRESET for a CANCEL, ETIMEDOUT for a missing ACK).
-    case closed(callID: String, byRemote: Bool, code: Int32)
-}
-
-/// An inbound INVITE as decoded by libre (SIP headers and the SDP offer).
-public struct SIPInvite: Sendable, Equatable {
-    public var callID: String
-    public var from: String
-    public var toUser: String
-    /// The remote RTP address from the SDP offer, "IP:PORT".
-    public var remoteRTP: String
-    /// The codec chosen from the offer ("PCMU") and its payload type there.
-    public var codec: String
-    public var payloadType: Int
-}
-
-/// One libre SIP stack (UDP) on its own thread. `start()` binds and returns the bound port.
+/// One libre SIP user agent over UDP (SPEC §6 "SIP"): inbound INVITEs (100, 180, then the owner's
+/// answer or refusal), outbound INVITEs with digest authentication, re-INVITEs (hold), and
+/// registrations. Thread-safe: commands may come from any thread.
 public final class SIPStack: @unchecked Sendable {
-    // Immutable configuration.
-    private let host: String
-    private let port: UInt16
-    private let rtpPort: UInt16
+    // SAFETY: the loop-thread state below is touched only on the SIP thread, between `start` and the
+    // end of `stop`; `mq` and `thread` are written before `ready` is signalled and read-only after,
+    // until `stop` joins the thread.
+    public let configuration: SIPConfiguration
     private let onEvent: @Sendable (SIPEvent) -> Void
+    private let nextID = Atomic<UInt64>(0)
+    private let counters = Mutex(SIPStatistics())
+    private let registrationStates: Mutex<[SIPRegistrationStatus]>
 
-    // Loop-thread state: touched only on the SIP thread (between start and stop).
+    // Loop-thread state.
     private var sip: OpaquePointer?
     private var sock: OpaquePointer?
-    private var calls: [String: Call] = [:]
-    /// Ended calls, freed later: libre's close handler runs inside the session's own code, so the
-    /// session must not be freed from it.
-    private var ended: [Call] = []
+    private var dnsc: OpaquePointer?
+    var dialogs: [UInt64: Dialog] = [:]
+    private var finished: [Dialog] = []
+    private let reaper: UnsafeMutablePointer<tmr>
+    private let closeGuard: UnsafeMutablePointer<tmr>
+    private var registrations: [Registration] = []
+    /// The address put in SDP when a leg is bound to all addresses, and in our From URI.
+    private(set) var localAddress = Endpoint(address: 0x7F00_0001, port: 5060)
 
-    // Written once before `ready` is signalled, then read-only; `mq` is cleared by stop.
     private var mq: OpaquePointer?
     private var thread: pthread_t?
     private var startResult: Result<UInt16, SIPError> = .failure(.notRunning)
     private let ready = DispatchSemaphore(value: 0)
 
-    /// - Parameters: host/port to bind (port 0: any), `rtpPort` the RTP port put in SDP answers.
-    public init(host: String, port: UInt16, rtpPort: UInt16, onEvent: @escaping @Sendable (SIPEvent) -> Void) {
-        self.host = host
-        self.port = port
-        self.rtpPort = rtpPort
+    public init(configuration: SIPConfiguration, onEvent: @escaping @Sendable (SIPEvent) -> Void) {
+        self.configuration = configuration
         self.onEvent = onEvent
+        registrationStates = Mutex(configuration.registrations.map { SIPRegistrationStatus(uri: $0.description, state: .registering, lastStatus: 0) })
+        reaper = .allocate(capacity: 1)
+        closeGuard = .allocate(capacity: 1)
+        tmr_init(reaper)
+        tmr_init(closeGuard)
     }
 
-    deinit { stop() }
+    deinit {
+        stop()
+        reaper.deallocate()
+        closeGuard.deallocate()
+    }
+
+    /// The traffic counters so far (`/metrics`).
+    public var statistics: SIPStatistics { counters.withLock { $0 } }
+
+    /// Every registration and how it stands (`GET /api/account`).
+    public var registrationStatus: [SIPRegistrationStatus] { registrationStates.withLock { $0 } }
 
     /// Starts the SIP thread; returns the bound UDP port once the transport listens.
     public func start() throws(SIPError) -> UInt16 {
@@ -88,32 +79,51 @@ public final class SIPStack: @unchecked Sendable {
         }
         thread = t
         ready.wait()
-        if case .failure = startResult { pthread_join(t, nil); thread = nil }
+        if case .failure = startResult {
+            pthread_join(t, nil)
+            thread = nil
+        }
         return try startResult.get()
     }
 
-    /// Answers a ringing call with 200 OK and the SDP answer (from any thread).
-    public func answer(callID: String) throws(SIPError) { try post(.answer(callID)) }
+    // MARK: - Commands (any thread)
 
-    /// Refuses a ringing call with a final status (603 Decline, 486, 480…) (from any thread).
-    public func reject(callID: String, status: UInt16, reason: String) throws(SIPError) {
-        try post(.reject(callID, status, reason))
+    /// Sends an INVITE to `uri` offering RTP at `localRTP`; the outcome comes as `progress`,
+    /// `answered` or `failed`.
+    public func dial(_ id: SIPDialogID, _ uri: SIPURI, localRTP: Endpoint, displayName: String) throws(SIPError) {
+        try post(.dial(id, uri, localRTP, displayName))
     }
 
-    /// Stops the loop (BYE to established sessions is left to libre's session destructor) and joins the thread.
-    public func stop() {
+    /// A new dialog's identity, to be known before `dial` (its events may come at once).
+    public func newDialogID() -> SIPDialogID { SIPDialogID(rawValue: nextID.add(1, ordering: .relaxed).newValue) }
+
+    /// Answers a ringing inbound call with 200 and our SDP answer naming `localRTP`.
+    public func answer(_ id: SIPDialogID, localRTP: Endpoint) throws(SIPError) { try post(.answer(id, localRTP)) }
+
+    /// Refuses a ringing inbound call with a final status (603 Decline, 480…).
+    public func reject(_ id: SIPDialogID, status: UInt16, reason: String) throws(SIPError) {
+        try post(.reject(id, status, reason))
+    }
+
+    /// Ends a dialog from our side: CANCEL before the answer of our INVITE, 480 to a ringing inbound
+    /// call, BYE once established. No event follows.
+    public func hangUp(_ id: SIPDialogID) { try? post(.hangUp(id)) }
+
+    /// Hangs up every dialog and unregisters, waits (up to `graceSeconds`) for the far ends to
+    /// answer, and stops the thread.
+    public func stop(graceSeconds: Double = 2) {
         guard let t = thread else { return }
-        try? post(.stop)
+        try? post(.stop(graceSeconds))
         pthread_join(t, nil)
         thread = nil
     }
 
-    // MARK: - Cross-thread commands
-
-    private enum Command {
-        case answer(String)
-        case reject(String, UInt16, String)
-        case stop
+    enum Command {
+        case dial(SIPDialogID, SIPURI, Endpoint, String)
+        case answer(SIPDialogID, Endpoint)
+        case reject(SIPDialogID, UInt16, String)
+        case hangUp(SIPDialogID)
+        case stop(Double)
     }
 
     private final class CommandBox {
@@ -139,52 +149,91 @@ public final class SIPStack: @unchecked Sendable {
             let rt = re_thread_init()  // a thread-local loop; EALREADY if libre_init made one
             if rt != 0 && rt != EALREADY { err = rt }
         }
-        guard err == 0 else { return fail("libre_init", err) }
+        guard err == 0 else { return fail(.libre(operation: "libre_init", code: err)) }
         defer { libre_close() }
-        let me = Unmanaged.passUnretained(self).toOpaque()
-
-        err = sip_alloc(&sip, nil, 32, 32, 32, "chamade", nil, nil)
-        guard err == 0 else { return fail("sip_alloc", err) }
-        var laddr = sa()
-        err = sa_set_str(&laddr, host, port)
-        guard err == 0 else {
+        if let error = open() {
             teardown()
-            startResult = .failure(.invalidAddress(host))
-            ready.signal()
-            return
+            return fail(error)
         }
-        err = clibre_sip_transp_add_udp(sip, &laddr)
-        guard err == 0 else { teardown(); return fail("sip_transp_add", err) }
-        var bound = sa()
-        var dst = sa()
-        _ = sa_set_str(&dst, host, 5060)  // any destination of the same family picks the transport
-        err = sip_transp_laddr(sip, &bound, SIP_TRANSP_UDP, &dst)
-        guard err == 0 else { teardown(); return fail("sip_transp_laddr", err) }
-        err = sipsess_listen(&sock, sip, 32, { msg, arg in
-            Unmanaged<SIPStack>.fromOpaque(arg!).takeUnretainedValue().onInvite(msg!)
-        }, me)
-        guard err == 0 else { teardown(); return fail("sipsess_listen", err) }
-        err = mqueue_alloc(&mq, { _, data, arg in
-            let box = Unmanaged<CommandBox>.fromOpaque(data!).takeRetainedValue()
-            Unmanaged<SIPStack>.fromOpaque(arg!).takeUnretainedValue().run(box.command)
-        }, me)
-        guard err == 0 else { teardown(); return fail("mqueue_alloc", err) }
-
-        startResult = .success(sa_port(&bound))
+        startResult = .success(localAddress.port)
         ready.signal()
+        for r in registrations { r.start() }
         _ = re_main(nil)
         teardown()
     }
 
-    private func fail(_ op: String, _ err: Int32) {
-        startResult = .failure(.libre(operation: op, code: err))
+    private func fail(_ error: SIPError) {
+        startResult = .failure(error)
         ready.signal()
     }
 
+    /// Makes the DNS client, the SIP stack, its UDP transport, the session socket and the command
+    /// queue; nil when all worked.
+    private func open() -> SIPError? {
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        dnsc = Self.systemDNSClient()
+        var err = sip_alloc(&sip, dnsc, 32, 32, 32, "chamade", { arg in
+            // Every transaction of a graceful close has ended: the loop may stop.
+            _ = arg
+            re_cancel()
+        }, me)
+        guard err == 0 else { return .libre(operation: "sip_alloc", code: err) }
+        sip_set_trace_handler(sip) { tx, _, _, _, pkt, len, arg in
+            guard let arg, let pkt else { return }
+            Unmanaged<SIPStack>.fromOpaque(arg).takeUnretainedValue().count(tx: tx, UnsafeBufferPointer(start: pkt, count: len))
+        }
+        var laddr = sa()
+        guard sa_set_str(&laddr, configuration.host, configuration.port) == 0, sa_af(&laddr) == AF_INET else {
+            return .invalidAddress(configuration.host)
+        }
+        err = clibre_sip_transp_add_udp(sip, &laddr)
+        guard err == 0 else { return .libre(operation: "sip_transp_add", code: err) }
+        var bound = sa()
+        var dst = sa()
+        _ = sa_set_str(&dst, "127.0.0.1", 5060)  // any destination of the family picks the transport
+        err = sip_transp_laddr(sip, &bound, SIP_TRANSP_UDP, &dst)
+        guard err == 0 else { return .libre(operation: "sip_transp_laddr", code: err) }
+        var address = sa_in(&bound)
+        if address == 0 {
+            var source = sa()
+            if net_default_source_addr_get(AF_INET, &source) == 0 { address = sa_in(&source) }
+        }
+        localAddress = Endpoint(address: address == 0 ? 0x7F00_0001 : address, port: sa_port(&bound))
+        err = sipsess_listen(&sock, sip, 32, { msg, arg in
+            Unmanaged<SIPStack>.fromOpaque(arg!).takeUnretainedValue().onInvite(msg!)
+        }, me)
+        guard err == 0 else { return .libre(operation: "sipsess_listen", code: err) }
+        err = mqueue_alloc(&mq, { _, data, arg in
+            let box = Unmanaged<CommandBox>.fromOpaque(data!).takeRetainedValue()
+            Unmanaged<SIPStack>.fromOpaque(arg!).takeUnretainedValue().run(box.command)
+        }, me)
+        guard err == 0 else { return .libre(operation: "mqueue_alloc", code: err) }
+        registrations = configuration.registrations.enumerated().map { i, uri in
+            Registration(stack: self, index: i, uri: uri)
+        }
+        return nil
+    }
+
+    /// libre's DNS client on the system's name servers (for `sip:` URIs with host names); nil when
+    /// there are none (IP literals still work).
+    private static func systemDNSClient() -> OpaquePointer? {
+        var servers = [sa](repeating: sa(), count: 4)
+        var count: UInt32 = 4
+        var domain = [CChar](repeating: 0, count: 256)
+        guard dns_srv_get(&domain, 256, &servers, &count) == 0, count > 0 else { return nil }
+        var client: OpaquePointer?
+        guard dnsc_alloc(&client, nil, servers, count) == 0 else { return nil }
+        return client
+    }
+
     private func teardown() {
-        for call in calls.values { call.release() }
-        calls.removeAll()
-        freeEnded()
+        tmr_cancel(reaper)
+        tmr_cancel(closeGuard)
+        for d in dialogs.values { d.release() }
+        dialogs.removeAll()
+        reap()
+        for r in registrations { r.release() }
+        registrations.removeAll()
         if let mq { _ = mem_deref(UnsafeMutableRawPointer(mq)) }
         mq = nil
         if let sock { _ = mem_deref(UnsafeMutableRawPointer(sock)) }
@@ -194,125 +243,135 @@ public final class SIPStack: @unchecked Sendable {
             _ = mem_deref(UnsafeMutableRawPointer(sip))
         }
         sip = nil
+        if let dnsc { _ = mem_deref(UnsafeMutableRawPointer(dnsc)) }
+        dnsc = nil
     }
 
     private func run(_ command: Command) {
-        freeEnded()
         switch command {
-        case .answer(let id):
-            guard let call = calls[id], let sess = call.sess else { return }
-            var mb: UnsafeMutablePointer<mbuf>?
-            guard sdp_encode(&mb, call.sdp, false) == 0 else { return }
-            _ = clibre_sipsess_answer(sess, 200, "OK", mb, "")
-            _ = mem_deref(mb)
+        case .dial(let id, let uri, let local, let name):
+            let dialog = Dialog(stack: self, id: id, inbound: false, host: uri.host)
+            dialogs[id.rawValue] = dialog
+            if let status = dialog.connect(sock: sock, to: uri, local: rtpAddress(local), displayName: name) {
+                finish(dialog)
+                emit(.failed(id, status: status))
+            }
+        case .answer(let id, let local):
+            dialogs[id.rawValue]?.answer(local: rtpAddress(local))
         case .reject(let id, let status, let reason):
-            guard let call = calls.removeValue(forKey: id) else { return }
-            if let sess = call.sess { _ = clibre_sipsess_reject(sess, status, reason, "") }
-            call.release()
-        case .stop:
-            re_cancel()
+            guard let d = dialogs[id.rawValue], d.reject(status: status, reason: reason) else { return }
+            finish(d)
+        case .hangUp(let id):
+            guard let d = dialogs[id.rawValue] else { return }
+            d.hangUp()
+            finish(d)
+        case .stop(let grace):
+            for d in Array(dialogs.values) {
+                d.hangUp()
+                finish(d)
+            }
+            reap()
+            for r in registrations { r.release() }  // unregisters (REGISTER with expires 0)
+            registrations.removeAll()
+            if let sock { _ = mem_deref(UnsafeMutableRawPointer(sock)) }
+            sock = nil
+            // A graceful close waits for every transaction (BYEs, CANCELs, unregistrations), then
+            // its exit handler stops the loop; the guard stops it anyway after `grace`.
+            sip_close(sip, false)
+            tmr_start(closeGuard, UInt64(max(0, grace) * 1000), { _ in re_cancel() }, nil)
         }
     }
 
-    /// An INVITE outside any dialog (libre's conn handler).
+    /// Our RTP address for SDP: a leg bound to all addresses is reached at the SIP address.
+    private func rtpAddress(_ local: Endpoint) -> Endpoint {
+        local.address == 0 ? localAddress.with(port: local.port) : local
+    }
+
+    // MARK: inbound
+
+    /// An INVITE outside any dialog (libre's connection handler).
     private func onInvite(_ msg: UnsafePointer<sip_msg>) {
-        freeEnded()
         // libre never sends 100 Trying: send it statelessly (sipsess_accept makes its own transaction).
         _ = sip_reply(sip, msg, 100, "Trying")
-        let callID = string(msg.pointee.callid)
-        let call = Call(stack: self, callID: callID)
-        // The SDP answer: c= our host, one audio m-line on rtpPort, PCMU only for now.
-        var laddr = sa()
-        _ = sa_set_str(&laddr, host, rtpPort)
-        var media: OpaquePointer?
-        guard sdp_session_alloc(&call.sdp, &laddr) == 0,
-            sdp_media_add(&media, call.sdp, "audio", rtpPort, "RTP/AVP") == 0,
-            clibre_sdp_format_add(nil, media, false, "0", "PCMU", 8000, 1, nil) == 0,
-            clibre_sdp_media_set_lattr(media, true, "ptime", "20") == 0
-        else {
-            call.release()
-            _ = sip_reply(sip, msg, 500, "Server Internal Error")
+        let user = Self.string(msg.pointee.uri.user)
+        guard configuration.accepts(user) else {
+            _ = sip_reply(sip, msg, 404, "Not Found")
             return
         }
-        // The offer is the INVITE's body (mb is positioned at it).
-        guard msg.pointee.mb.pointee.end > msg.pointee.mb.pointee.pos,
-            sdp_decode(call.sdp, msg.pointee.mb, true) == 0,
-            let chosen = sdp_media_rformat(media, nil)
-        else {
-            call.release()
+        let id = newDialogID()
+        let dialog = Dialog(stack: self, id: id, inbound: true, host: "")
+        guard let media = dialog.offered(msg, local: localAddress.with(port: 0)) else {
             _ = clibre_sip_replyf(sip, msg, 488, "Not Acceptable Here", "")
             return
         }
-        var ip = [CChar](repeating: 0, count: 64)
-        let raddr = sdp_media_raddr(media)!
-        _ = sa_ntop(raddr, &ip, 64)
-        let invite = SIPInvite(
-            callID: callID, from: string(msg.pointee.from.auri), toUser: string(msg.pointee.uri.user),
-            remoteRTP: "\(String(cString: ip)):\(sa_port(raddr))",
-            codec: String(cString: chosen.pointee.name), payloadType: Int(chosen.pointee.pt))
-
-        let arg = Unmanaged.passUnretained(call).toOpaque()
-        let err = clibre_sipsess_accept(
-            &call.sess, sock, msg, 180, "Ringing", "chamade", "application/sdp", nil,
-            nil, nil, false,
-            { descp, _, arg in  // offer handler: a re-INVITE; answer with our current SDP
-                let call = Unmanaged<Call>.fromOpaque(arg!).takeUnretainedValue()
-                return sdp_encode(descp, call.sdp, false)
-            },
-            { _, _ in 0 },  // answer handler: an SDP in the ACK (late offer), not used yet
-            { _, arg in
-                let call = Unmanaged<Call>.fromOpaque(arg!).takeUnretainedValue()
-                call.stack?.onEvent(.established(callID: call.callID))
-            },
-            nil, nil,
-            { err, msg, arg in
-                let call = Unmanaged<Call>.fromOpaque(arg!).takeUnretainedValue()
-                call.stack?.closed(call, err: err, remote: msg != nil || err == ECONNRESET)
-            },
-            arg, "")
-        guard err == 0 else {
-            call.release()
+        let dname = Self.string(msg.pointee.from.dname)
+        let incoming = SIPIncomingCall(
+            id: id, callID: Self.string(msg.pointee.callid),
+            caller: dname.isEmpty ? Self.string(msg.pointee.from.uri.user) : dname,
+            fromURI: Self.string(msg.pointee.from.auri), user: user, media: media)
+        guard dialog.ring(sock: sock, msg, ringTimeout: configuration.ringTimeoutSeconds) else {
+            dialog.release()
             _ = sip_reply(sip, msg, 500, "Server Internal Error")
             return
         }
-        calls[callID] = call
-        onEvent(.invite(invite))
+        dialog.callID = incoming.callID
+        dialogs[id.rawValue] = dialog
+        emit(.incoming(incoming))
     }
 
-    private func closed(_ call: Call, err: Int32, remote: Bool) {
-        calls.removeValue(forKey: call.callID)
-        ended.append(call)
-        onEvent(.closed(callID: call.callID, byRemote: remote, code: err))
+    // MARK: dialogs' outcomes (from Dialog, SIP thread)
+
+    func emit(_ event: SIPEvent) { onEvent(event) }
+
+    /// The dialog is over for us: no more events; freed on the next loop turn (libre may be inside
+    /// one of its handlers now).
+    func finish(_ dialog: Dialog) {
+        guard !dialog.finished else { return }
+        dialog.finished = true
+        dialogs.removeValue(forKey: dialog.id.rawValue)
+        finished.append(dialog)
+        let me = Unmanaged.passUnretained(self).toOpaque()
+        tmr_start(reaper, 0, { arg in Unmanaged<SIPStack>.fromOpaque(arg!).takeUnretainedValue().reap() }, me)
     }
 
-    private func freeEnded() {
-        for call in ended { call.release() }
-        ended.removeAll()
+    private func reap() {
+        let done = finished
+        finished.removeAll()
+        for d in done { d.release() }
     }
 
-    private func string(_ pl: pl) -> String {
+    func credentials(forHost host: String) -> SIPCredentials? { configuration.credentials[host] }
+
+    func setRegistration(_ index: Int, _ status: SIPRegistrationStatus) {
+        let changed = registrationStates.withLock { states -> Bool in
+            guard states[index] != status else { return false }
+            states[index] = status
+            return true
+        }
+        if changed { emit(.registration(status)) }
+    }
+
+    var sipHandle: OpaquePointer? { sip }
+
+    // MARK: counting
+
+    private func count(tx: Bool, _ bytes: UnsafeBufferPointer<UInt8>) {
+        // A response starts "SIP/2.0 NNN"; anything else is a request.
+        let isResponse = bytes.count > 9 && bytes[0] == UInt8(ascii: "S") && bytes[3] == UInt8(ascii: "/") && bytes[7] == UInt8(ascii: " ")
+        let klass = isResponse ? Int(bytes[8]) - 0x30 : 0
+        counters.withLock { c in
+            if isResponse, (1...6).contains(klass) {
+                if tx { c.responsesSent[klass] += 1 } else { c.responsesReceived[klass] += 1 }
+            } else if !isResponse {
+                if tx { c.requestsSent += 1 } else { c.requestsReceived += 1 }
+            }
+        }
+    }
+
+    static func string(_ pl: pl) -> String {
         guard let p = pl.p, pl.l > 0 else { return "" }
         return p.withMemoryRebound(to: UInt8.self, capacity: pl.l) {
             String(decoding: UnsafeBufferPointer(start: $0, count: pl.l), as: UTF8.self)
-        }
-    }
-
-    /// One session's libre objects (SIP thread only).
-    private final class Call {
-        weak var stack: SIPStack?
-        let callID: String
-        var sess: OpaquePointer?
-        var sdp: OpaquePointer?
-        init(stack: SIPStack, callID: String) {
-            self.stack = stack
-            self.callID = callID
-        }
-        /// Frees the session (sends BYE if established and not yet terminated) and the SDP session.
-        func release() {
-            if let sess { _ = mem_deref(UnsafeMutableRawPointer(sess)) }
-            sess = nil
-            if let sdp { _ = mem_deref(UnsafeMutableRawPointer(sdp)) }
-            sdp = nil
         }
     }
 }

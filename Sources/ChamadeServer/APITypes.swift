@@ -31,6 +31,9 @@ public enum Platform: String, CaseIterable, Sendable, Codable {
 /// A call's state (SPEC §3).
 public enum CallState: String, Sendable, Codable {
     case connecting, ringing, active, refused, ended
+
+    /// Refused and ended calls change no more.
+    public var isFinal: Bool { self == .refused || self == .ended }
 }
 
 /// `POST /api/call`.
@@ -253,9 +256,24 @@ struct AccountResponse: ResponseEncodable {
     var features: [String: String]
     var platforms: [String: PlatformInfo]
     var concurrentCalls: Int
+    /// The SIP user agent (absent when SIP is off): its state and registrations (SPEC §6).
+    var sip: SIPInfo?
     var limits: Limits
+    struct SIPInfo: Encodable {
+        var status: String
+        var registrations: [Registration]
+        struct Registration: Encodable {
+            var uri: String
+            var state: String
+            var lastStatus: Int
+            enum CodingKeys: String, CodingKey {
+                case uri, state
+                case lastStatus = "last_status"
+            }
+        }
+    }
     enum CodingKeys: String, CodingKey {
-        case plan, features, platforms, limits
+        case plan, features, platforms, limits, sip
         case concurrentCalls = "concurrent_calls"
     }
 }

@@ -24,12 +24,14 @@ final class Call: Sendable {
     let caller: String
     /// The room's rate (the platform's, or the leg codec's for `rtp` rooms).
     let nativeRate: SampleRate
-    /// The room's platform leg, if it has one.
-    let leg: RTPLeg?
 
     struct Mutable {
-        var state: CallState = .active
+        var state: CallState
         var endedAt: Date?
+        /// The room's platform leg once it has one (an `rtp` room at once, a `sip` room once the
+        /// dialog has media); kept after the call ends for its final counters.
+        var leg: RTPLeg?
+        var sipCallID: String?
         var transcript: [String] = []
         /// nil once the call has ended.
         var participant: Participant?
@@ -47,10 +49,10 @@ final class Call: Sendable {
 
     init(
         id: String, apiKey: String, platform: Platform, meetingURL: String, agentName: String, roomKey: RoomKey,
-        room: Room, participant: Participant, leg: RTPLeg? = nil
+        room: Room, participant: Participant, leg: RTPLeg? = nil, state: CallState = .active, direction: String = "outbound",
+        caller: String = "", sipCallID: String? = nil
     ) {
         self.nativeRate = room.nativeRate
-        self.leg = leg
         self.id = id
         self.apiKey = apiKey
         self.platform = platform
@@ -60,9 +62,9 @@ final class Call: Sendable {
         self.roomID = "room_\(room.id.rawValue)"
         self.participantID = participant.id
         self.createdAt = Date()
-        self.direction = "outbound"
-        self.caller = ""
-        self.mutable = NIOLockedValueBox(Mutable(participant: participant))
+        self.direction = direction
+        self.caller = caller
+        self.mutable = NIOLockedValueBox(Mutable(state: state, leg: leg, sipCallID: sipCallID, participant: participant))
     }
 
     func withLock<R>(_ body: (inout Mutable) throws -> R) rethrows -> R { try mutable.withLockedValue(body) }
@@ -70,13 +72,26 @@ final class Call: Sendable {
     var state: CallState { withLock { $0.state } }
     var participant: Participant? { withLock { $0.participant } }
     var receivers: [Outbox] { withLock { $0.receivers } }
+    var leg: RTPLeg? { withLock { $0.leg } }
 
-    /// Ends the call: returns its participant and sessions for the caller to release, or nil if it
-    /// had ended already.
-    func markEnded() -> (Participant?, [Session], [@Sendable (Int) -> Void])? {
+    /// A `connecting` or `ringing` call becomes `active` (its room's dialog was answered); false if
+    /// it was not waiting.
+    func activate(leg: RTPLeg?, sipCallID: String?) -> Bool {
         withLock { m in
-            guard m.state != .ended else { return nil }
-            m.state = .ended
+            guard m.state == .connecting || m.state == .ringing else { return false }
+            m.state = .active
+            if let leg { m.leg = leg }
+            if let sipCallID { m.sipCallID = sipCallID }
+            return true
+        }
+    }
+
+    /// Ends the call (`final`: `ended`, or `refused` for a refused inbound call): returns its
+    /// participant and sessions for the caller to release, or nil if it had ended already.
+    func markEnded(as final: CallState = .ended) -> (Participant?, [Session], [@Sendable (Int) -> Void])? {
+        withLock { m in
+            guard !m.state.isFinal else { return nil }
+            m.state = final
             m.endedAt = Date()
             let p = m.participant
             let s = Array(m.sessions.values)
@@ -98,8 +113,8 @@ final class Call: Sendable {
 
     /// The call object (SPEC §3); `since` adds the transcript from that line on.
     func object(baseURL: String, since: Int? = nil) -> CallObject {
-        let (state, endedAt, transcript, length) = withLock { m in
-            (m.state, m.endedAt, since.map { Array(m.transcript.dropFirst($0)) }, since.map { _ in m.transcript.count })
+        let (state, endedAt, transcript, length, leg, sipCallID) = withLock { m in
+            (m.state, m.endedAt, since.map { Array(m.transcript.dropFirst($0)) }, since.map { _ in m.transcript.count }, m.leg, m.sipCallID)
         }
         let wsBase =
             baseURL.hasPrefix("https://")
@@ -110,19 +125,19 @@ final class Call: Sendable {
             platform: platform, meetingURL: meetingURL, agentName: agentName, direction: direction, caller: caller,
             createdAt: Self.timestamp(createdAt), endedAt: endedAt.map(Self.timestamp),
             audio: .init(sampleRate: nativeRate.hertz, frameBytes: nativeRate.blockByteCount),
-            leg: leg.map(Self.legObject),
+            leg: leg.map { Self.legObject($0, sipCallID: sipCallID) },
             transcript: transcript, transcriptLength: length)
     }
 
-    static func legObject(_ leg: RTPLeg) -> LegObject {
+    static func legObject(_ leg: RTPLeg, sipCallID: String?) -> LegObject {
         let s = leg.statistics
         return LegObject(
-            kind: "rtp", codec: leg.configuration.codec.rawValue, payloadType: Int(leg.configuration.payloadType),
+            kind: sipCallID == nil ? "rtp" : "sip", codec: leg.configuration.codec.rawValue, payloadType: Int(leg.configuration.payloadType),
             localRTP: leg.local.description, remoteRTP: leg.remote.description, packetsReceived: s.packetsReceived,
             packetsLost: s.packetsLost, packetsLate: s.packetsLate, jitterMs: s.jitterMilliseconds,
             jitterBufferMs: s.jitterBufferMilliseconds, concealedMs: s.concealedMilliseconds, packetsSent: s.packetsSent,
             packetsInvalid: s.packetsInvalid, remoteFractionLost: s.remoteFractionLost,
-            remoteJitterMs: s.remoteJitterMilliseconds, rtcpReceived: s.rtcpReceived, rtcpSent: s.rtcpSent, sipCallID: nil)
+            remoteJitterMs: s.remoteJitterMilliseconds, rtcpReceived: s.rtcpReceived, rtcpSent: s.rtcpSent, sipCallID: sipCallID)
     }
 
     static func timestamp(_ date: Date) -> String {

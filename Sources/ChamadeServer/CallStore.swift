@@ -1,6 +1,7 @@
 import ChamadeCore
 import ChamadeEngine
 import ChamadeMedia
+import ChamadeSIP
 import Foundation
 import HTTPTypes
 import NIOConcurrencyHelpers
@@ -49,14 +50,40 @@ final class CallStore: Sendable {
         self.configuration = configuration
         self.events = events
         self.media = ServerMedia(configuration: configuration)
+        self.sip = configuration.sip.map(SIPGateway.init)
     }
+
+    /// The SIP user agent, unless SIP is off.
+    let sip: SIPGateway?
 
     // MARK: create and end
 
     func create(apiKey: String, platform: Platform, meetingURL: String, agentName: String) throws(APIError) -> Call {
-        let roomKey = RoomKey(platform: platform, meetingURL: meetingURL)
-        let plan = platform == .rtp ? try LegPlan(meetingURL: meetingURL, configuration: configuration) : nil
-        let nativeRate = plan?.configuration.codec.nativeRate ?? platform.nativeRate
+        let kind: RoomHandle.Kind
+        switch platform {
+        case .rtp:
+            kind = .rtp(try LegPlan(meetingURL: meetingURL, configuration: configuration))
+        case .sip:
+            guard let sip, sip.isRunning else {
+                throw APIError.badRequest("sip_unavailable", "SIP is not available on this server (--sip off, or its port could not be bound)")
+            }
+            do throws(SIPURI.Invalid) { kind = .sipOut(try SIPURI(parsing: meetingURL)) } catch {
+                throw APIError.badRequest("invalid_meeting_url", "\(error.description): sip:USER@HOST[:PORT]")
+            }
+        default:
+            kind = .plain
+        }
+        return try admit(
+            apiKey: apiKey, platform: platform, meetingURL: meetingURL, agentName: agentName,
+            roomKey: RoomKey(platform: platform, meetingURL: meetingURL), kind: kind)
+    }
+
+    /// Reserves a place for the key, opens (or finds) the room, joins it and commits the call.
+    func admit(
+        apiKey: String, platform: Platform, meetingURL: String, agentName: String, roomKey: RoomKey, kind: RoomHandle.Kind,
+        direction: String = "outbound", caller: String = ""
+    ) throws(APIError) -> Call {
+        let nativeRate = kind.nativeRate(platform: platform)
         let limit = configuration.maxCallsPerKey
         let handle = try state.withTypedLock { (s: inout State) throws(APIError) -> RoomHandle in
             guard !s.stopping else { throw APIError.shuttingDown }
@@ -65,17 +92,28 @@ final class CallStore: Sendable {
                 throw APIError(.tooManyRequests, "too_many_calls", "this key already has \(held) calls not ended (limit \(limit))")
             }
             s.reserved[apiKey, default: 0] += 1
-            let entry = s.rooms[roomKey] ?? RoomEntry(handle: RoomHandle(nativeRate: nativeRate, leg: plan))
+            let entry = s.rooms[roomKey] ?? RoomEntry(handle: RoomHandle(nativeRate: nativeRate, kind: kind))
             s.rooms[roomKey, default: entry].members += 1
             return entry.handle
         }
         let room: Room
         let participant: Participant
         do throws(APIError) {
-            room = try handle.open(engine: engine, capacity: configuration.roomCapacity, media: media) {
-                [weak self, weak handle] event in
-                guard let self, let handle else { return }
-                self.legEvent(event, roomKey: roomKey, handle: handle)
+            room = try handle.open(
+                engine: engine, capacity: configuration.roomCapacity, media: media,
+                onLegEvent: legEventHandler(roomKey: roomKey, handle: handle))
+            if case .sipOut(let uri) = handle.kind, let sip {
+                try handle.dialOnce { ports throws(APIError) in
+                    do throws(SIPError) {
+                        return try sip.dial(uri, room: roomKey, ports: ports, displayName: agentName)
+                    } catch {
+                        throw APIError.badRequest("sip_unavailable", "cannot dial \(uri): \(error)")
+                    }
+                } reserve: { () throws(APIError) in
+                    do throws(RTPLegError) { return try media.reservePorts() } catch {
+                        throw APIError(.serviceUnavailable, "rtp_unavailable", "cannot reserve RTP ports: \(error)")
+                    }
+                }
             }
             do throws(EngineError) {
                 participant = try room.join(rate: room.nativeRate, receiving: false)
@@ -88,9 +126,17 @@ final class CallStore: Sendable {
             release(reservationOf: apiKey, in: roomKey)
             throw error
         }
+        let link = handle.link
+        let initial: CallState =
+            switch handle.kind {
+            case .sipIn: .ringing
+            case .sipOut: link.answered ? .active : .connecting
+            case .plain, .rtp: .active
+            }
         let call = Call(
             id: "call_" + Self.randomToken(12), apiKey: apiKey, platform: platform, meetingURL: meetingURL,
-            agentName: agentName, roomKey: roomKey, room: room, participant: participant, leg: handle.leg)
+            agentName: agentName, roomKey: roomKey, room: room, participant: participant, leg: handle.leg, state: initial,
+            direction: direction, caller: caller, sipCallID: link.sipCallID)
         let committed = state.withLockedValue { s -> Bool in
             s.reserved[apiKey, default: 1] -= 1
             if s.reserved[apiKey] == 0 { s.reserved.removeValue(forKey: apiKey) }
@@ -106,8 +152,19 @@ final class CallStore: Sendable {
             throw APIError.shuttingDown
         }
         byParticipant.withLockedValue { $0[participant.id] = call }
-        events.publish(apiKey: apiKey, state: .active, callID: call.id)
+        events.publish(apiKey: apiKey, state: initial, callID: call.id)
+        // The dialog may have been answered between reading its state and the commit.
+        if initial == .connecting, handle.link.answered { activate([call], leg: handle.leg, sipCallID: handle.link.sipCallID) }
         return call
+    }
+
+    /// Calls waiting on their room's dialog become active: `call_state` on their sockets and the
+    /// keys' events.
+    func activate(_ calls: [Call], leg: RTPLeg?, sipCallID: String?) {
+        for c in calls where c.activate(leg: leg, sipCallID: sipCallID) {
+            c.broadcast(text: WireJSON.encode(ServerMessage.State(state: .active)))
+            events.publish(apiKey: c.apiKey, state: .active, callID: c.id)
+        }
     }
 
     /// Undoes a reservation that did not become a call.
@@ -127,13 +184,33 @@ final class CallStore: Sendable {
 
     /// Closes a room that lost its last call: its leg (counters kept for `/metrics`), then the room.
     private func close(_ handle: RoomHandle) {
-        let (room, leg) = handle.close()
-        if let leg {
+        let closed = handle.close()
+        if let dialog = closed.dialog { sip?.hangUp(dialog) }
+        if let ports = closed.ports { media.cancel(ports) }
+        if let leg = closed.leg {
             media.close(leg)
             let s = leg.statistics
             closedLegs.withLockedValue { $0.add(s) }
         }
-        if let room { engine.removeRoom(room) }
+        if let room = closed.room { engine.removeRoom(room) }
+    }
+
+    /// The handler of a room's leg events.
+    func legEventHandler(roomKey: RoomKey, handle: RoomHandle) -> @Sendable (RTPLegEvent) -> Void {
+        { [weak self, weak handle] event in
+            guard let self, let handle else { return }
+            self.legEvent(event, roomKey: roomKey, handle: handle)
+        }
+    }
+
+    func roomHandles() -> [RoomHandle] { state.withLockedValue { $0.rooms.values.map(\.handle) } }
+
+    /// The room's handle, if the room is open.
+    func handle(roomKey: RoomKey) -> RoomHandle? { state.withLockedValue { $0.rooms[roomKey]?.handle } }
+
+    /// The calls of a room that have not ended.
+    func calls(in roomKey: RoomKey) -> [Call] {
+        state.withLockedValue { s in (s.rooms[roomKey]?.callIDs ?? []).compactMap { s.calls[$0] } }
     }
 
     /// A leg's event: a digit goes to every call of its room; a lost leg ends them all.
@@ -166,8 +243,8 @@ final class CallStore: Sendable {
 
     /// Ends `call`: it leaves its room (removed with its last call), its WebSockets get `call_state`
     /// ended and a close frame, and its key's account events hear of it.
-    func end(_ call: Call) throws(APIError) {
-        guard let (participant, sessions, waiters) = call.markEnded() else { throw APIError.callEnded }
+    func end(_ call: Call, as final: CallState = .ended) throws(APIError) {
+        guard let (participant, sessions, waiters) = call.markEnded(as: final) else { throw APIError.callEnded }
         let retention = UInt64(max(0, configuration.endedRetentionSeconds) * 1e9)
         let emptied: RoomHandle? = state.withLockedValue { s in
             s.live[call.apiKey]?.removeValue(forKey: call.id)
@@ -182,8 +259,8 @@ final class CallStore: Sendable {
         byParticipant.withLockedValue { _ = $0.removeValue(forKey: call.participantID) }
         participant?.leave()
         for w in waiters { w(0) }
-        for s in sessions { s.callEnded() }
-        events.publish(apiKey: call.apiKey, state: .ended, callID: call.id)
+        for s in sessions { s.callEnded(final) }
+        events.publish(apiKey: call.apiKey, state: final, callID: call.id)
         if let emptied { close(emptied) }
     }
 
@@ -267,23 +344,53 @@ final class CallStore: Sendable {
 
 /// A room of the store, created in the engine by the first call that joins it, outside the store's
 /// lock (the room's own lock makes concurrent first joins create it once). A room of a leg
-/// platform opens its leg at the same time (SPEC §6: the first call of the room opens the leg).
+/// platform has a leg: an `rtp` room opens it with the room (SPEC §6: the first call of the room
+/// opens the leg); a `sip` room dials once (outbound) and opens it when the dialog has media.
 final class RoomHandle: Sendable {
+    enum Kind: Sendable {
+        case plain
+        case rtp(LegPlan)
+        /// A room that dials this URI.
+        case sipOut(SIPURI)
+        /// The room of one inbound SIP call.
+        case sipIn(SIPIncomingCall)
+
+        func nativeRate(platform: Platform) -> SampleRate {
+            if case .rtp(let plan) = self { return plan.configuration.codec.nativeRate }
+            return platform.nativeRate
+        }
+    }
+
+    /// How the room's SIP dialog stands.
+    struct Link: Sendable {
+        var dialog: SIPDialogID?
+        var answered = false
+        var sipCallID: String?
+    }
+
     let nativeRate: SampleRate
-    let plan: LegPlan?
+    let kind: Kind
     private struct State {
         var room: Room?
         var leg: RTPLeg?
+        var link = Link()
+        /// Ports offered in our INVITE, until the answer opens the leg on them.
+        var ports: RTPPortReservation?
         var closed = false
     }
     private let state = NIOLockedValueBox(State())
 
-    init(nativeRate: SampleRate, leg plan: LegPlan? = nil) {
+    init(nativeRate: SampleRate, kind: Kind = .plain) {
         self.nativeRate = nativeRate
-        self.plan = plan
+        self.kind = kind
+        if case .sipIn(let incoming) = kind {
+            state.withLockedValue { $0.link = Link(dialog: incoming.id, sipCallID: incoming.callID) }
+        }
     }
 
     var leg: RTPLeg? { state.withLockedValue { $0.leg } }
+    var link: Link { state.withLockedValue { $0.link } }
+    var room: Room? { state.withLockedValue { $0.room } }
 
     func open(
         engine: Engine, capacity: Int, media: ServerMedia, onLegEvent: @escaping @Sendable (RTPLegEvent) -> Void
@@ -297,7 +404,7 @@ final class RoomHandle: Sendable {
             } catch {
                 throw APIError(.serviceUnavailable, "engine_unavailable", error.description)
             }
-            if let plan {
+            if case .rtp(let plan) = kind {
                 do throws(RTPLegError) {
                     s.leg = try media.openLeg(room: created, configuration: plan.configuration, onEvent: onLegEvent)
                 } catch {
@@ -310,12 +417,49 @@ final class RoomHandle: Sendable {
         }
     }
 
-    /// Closes the handle; returns the room to remove from the engine and the leg to close, if made.
-    func close() -> (Room?, RTPLeg?) {
+    /// The first call of an outbound `sip` room dials (once): ports for the offer, then the INVITE.
+    func dialOnce(
+        _ dial: (RTPPortReservation) throws(APIError) -> SIPDialogID, reserve: () throws(APIError) -> RTPPortReservation
+    ) throws(APIError) {
+        try state.withTypedLock { (s: inout State) throws(APIError) in
+            guard s.link.dialog == nil, !s.closed else { return }
+            let ports = try reserve()
+            s.ports = ports
+            s.link.dialog = try dial(ports)
+        }
+    }
+
+    /// The dialog has media: the leg opens (on the offered ports for an outbound room).
+    func openLeg(
+        media: ServerMedia, configuration: RTPLegConfiguration, sipCallID: String, onLegEvent: @escaping @Sendable (RTPLegEvent) -> Void
+    ) throws(APIError) -> RTPLeg {
+        try state.withTypedLock { (s: inout State) throws(APIError) -> RTPLeg in
+            guard !s.closed, let room = s.room else { throw APIError.callEnded }
+            if let leg = s.leg { return leg }
+            let ports = s.ports
+            s.ports = nil
+            do throws(RTPLegError) {
+                let leg = try media.openLeg(room: room, configuration: configuration, ports: ports, onEvent: onLegEvent)
+                s.leg = leg
+                s.link.answered = true
+                s.link.sipCallID = sipCallID
+                return leg
+            } catch {
+                if let ports { media.cancel(ports) }
+                throw APIError(.serviceUnavailable, "rtp_unavailable", "cannot open the RTP leg: \(error)")
+            }
+        }
+    }
+
+    /// The dialog is over (the far end ended it): nothing to hang up when the room closes.
+    func dialogEnded() { state.withLockedValue { $0.link.dialog = nil } }
+
+    /// Closes the handle; returns what to release: the room, its leg, a dialog to hang up, unused ports.
+    func close() -> (room: Room?, leg: RTPLeg?, dialog: SIPDialogID?, ports: RTPPortReservation?) {
         state.withLockedValue { s in
             s.closed = true
-            defer { (s.room, s.leg) = (nil, nil) }
-            return (s.room, s.leg)
+            defer { (s.room, s.leg, s.link.dialog, s.ports) = (nil, nil, nil, nil) }
+            return (s.room, s.leg, s.link.dialog, s.ports)
         }
     }
 }

@@ -40,22 +40,29 @@ public final class ChamadeServer: Sendable {
     /// Starts the engine's clocks and runs the application and its services until SIGINT or SIGTERM,
     /// which end every call cleanly (`call_state` ended, close frame) before the server stops.
     /// `onListening` is called once the socket accepts connections, with the bound port.
-    public func run(onListening: @escaping @Sendable (Int) -> Void) async throws {
+    /// `onSIPListening` gets `udp:HOST:PORT` once the SIP user agent listens.
+    public func run(
+        onListening: @escaping @Sendable (Int) -> Void, onSIPListening: @escaping @Sendable (String) -> Void = { _ in }
+    ) async throws {
         engine.start()
         defer { engine.shutdown() }
         let app = try makeApplication(onListening: onListening)
         let group = ServiceGroup(
             configuration: .init(
-                services: [.init(service: app)] + makeServices().map { .init(service: $0) },
+                services: [.init(service: app)] + makeServices(onSIPListening: onSIPListening).map { .init(service: $0) },
                 gracefulShutdownSignals: [.sigterm, .sigint], logger: core.logger))
         try await group.run()
     }
 
     /// The services to run beside the application: delivery of audio to the sockets, housekeeping
-    /// (forgetting ended calls, giving memory back), and, last so it shuts down first, the clean end
+    /// (forgetting ended calls, giving memory back), the SIP user agent (stopped after the calls, so
+    /// their BYEs and CANCELs are answered first), and, last so it shuts down first, the clean end
     /// of every call on shutdown.
-    public func makeServices() -> [any Service] {
-        [Delivery(engine: engine, store: core.store), Housekeeping(core: core), CallsShutdown(store: core.store)]
+    public func makeServices(onSIPListening: @escaping @Sendable (String) -> Void = { _ in }) -> [any Service] {
+        [
+            Delivery(engine: engine, store: core.store), Housekeeping(core: core),
+            SIPService(core: core, onListening: onSIPListening), CallsShutdown(store: core.store),
+        ]
     }
 
     /// The Hummingbird application: the API router, the WebSocket routes, TLS when configured, the
@@ -124,7 +131,7 @@ public final class ChamadeServer: Sendable {
     /// it to their sockets as `call_transcript`. Returns false if there is no such live call.
     @discardableResult
     public func addTranscript(callID: String, speaker: String, text: String) -> Bool {
-        guard let call = core.store.anyCall(callID), call.state != .ended else { return false }
+        guard let call = core.store.anyCall(callID), !call.state.isFinal else { return false }
         let line = "[\(speaker)] \(text)"
         let message = WireJSON.encode(
             ServerMessage.Transcript(speaker: speaker, text: text, participantID: "p_\(call.participantID.rawValue)"))

@@ -72,6 +72,19 @@ enum ServerMessage {
     }
 
     /// `call_error` `bridge_disconnected`: the room's platform leg is gone (SPEC §4, §6).
+    /// An outbound SIP call that did not connect (SPEC §6): `call_error` `call_failed` with the
+    /// final SIP status.
+    struct CallFailed: Encodable {
+        var type = "call_error"
+        var code = "call_failed"
+        var message: String
+        var sipStatus: Int
+        enum CodingKeys: String, CodingKey {
+            case type, code, message
+            case sipStatus = "sip_status"
+        }
+    }
+
     static func bridgeDisconnected(_ why: String) -> Error {
         Error(code: "bridge_disconnected", message: "\(why) Create the call again with the same meeting_url to reconnect.")
     }

@@ -1,3 +1,5 @@
+public import ChamadeSIP
+
 /// Everything `chamade serve` can be told (SPEC §2, §9). Each field has a flag and an environment
 /// variable in the executable; a gateway that embeds the server sets them here.
 public struct ServerConfiguration: Sendable {
@@ -25,6 +27,40 @@ public struct ServerConfiguration: Sendable {
     public var rtpPorts: ClosedRange<Int>
     /// Seconds without RTP or RTCP after which a leg is lost (`--rtp-timeout`).
     public var rtpTimeoutSeconds: Double
+    /// SIP (SPEC §6): nil is off (`--sip off`), and every `sip` call is refused with
+    /// `sip_unavailable`.
+    public var sip: SIPSettings?
+
+    /// The SIP user agent's settings (`--sip`, `--sip-route`, `--sip-register`, `--sip-auth`,
+    /// `--sip-ring-timeout`).
+    public struct SIPSettings: Sendable {
+        /// UDP address to listen on (an IPv4 literal; port 0 picks a free one).
+        public var host: String
+        public var port: Int
+        /// Inbound routes: request-URI user → API key; `*` matches any user.
+        public var routes: [String: String]
+        /// Addresses of record to register.
+        public var registrations: [SIPURI]
+        /// Digest credentials by host.
+        public var credentials: [String: SIPCredentials]
+        /// Seconds an inbound call rings before 480, and an outbound INVITE waits for a final answer.
+        public var ringTimeoutSeconds: Double
+
+        public init(
+            host: String = "127.0.0.1", port: Int = 5060, routes: [String: String] = [:], registrations: [SIPURI] = [],
+            credentials: [String: SIPCredentials] = [:], ringTimeoutSeconds: Double = 30
+        ) {
+            self.host = host
+            self.port = port
+            self.routes = routes
+            self.registrations = registrations
+            self.credentials = credentials
+            self.ringTimeoutSeconds = ringTimeoutSeconds
+        }
+
+        /// The key an INVITE for `user` belongs to, if any route names one.
+        public func key(forUser user: String) -> String? { routes[user] ?? routes["*"] }
+    }
 
     public struct TLSFiles: Sendable {
         public var certificatePath: String
@@ -39,8 +75,9 @@ public struct ServerConfiguration: Sendable {
         host: String = "127.0.0.1", port: Int = 8787, apiKeys: [String], advertisedURL: String? = nil,
         tls: TLSFiles? = nil, endedRetentionSeconds: Double = 3600, maxCallsPerKey: Int = 1000,
         maxStreamsPerCall: Int = 8, roomCapacity: Int = 256, idleTimeoutSeconds: Int = 60,
-        rtpPorts: ClosedRange<Int> = 20000...29999, rtpTimeoutSeconds: Double = 10
+        rtpPorts: ClosedRange<Int> = 20000...29999, rtpTimeoutSeconds: Double = 10, sip: SIPSettings? = nil
     ) {
+        self.sip = sip
         self.rtpPorts = rtpPorts
         self.rtpTimeoutSeconds = rtpTimeoutSeconds
         self.host = host

@@ -70,7 +70,7 @@ final class ServerCore: Sendable {
             guard let participant = call.participant else { return once.resume(0) }
             let request = participant.requestClear()
             let registered = call.withLock { m -> Bool in
-                guard m.state != .ended else { return false }
+                guard !m.state.isFinal else { return false }
                 m.clearWaiters.append((request, { once.resume($0) }))
                 return true
             }

@@ -15,22 +15,50 @@ final class ServerMedia: Sendable {
 
     init(configuration: ServerConfiguration) { self.configuration = configuration }
 
-    /// Opens a leg on `room`, starting the runtime if no leg is open.
-    func openLeg(room: Room, configuration leg: RTPLegConfiguration, onEvent: @escaping @Sendable (RTPLegEvent) -> Void)
-        throws(RTPLegError) -> RTPLeg
-    {
+    /// Opens a leg on `room`, starting the runtime if no leg is open. `ports`, reserved earlier
+    /// (and counted then), are consumed.
+    func openLeg(
+        room: Room, configuration leg: RTPLegConfiguration, ports: RTPPortReservation? = nil,
+        onEvent: @escaping @Sendable (RTPLegEvent) -> Void
+    ) throws(RTPLegError) -> RTPLeg {
         try state.withTypedLock { (s: inout State) throws(RTPLegError) -> RTPLeg in
             let runtime: MediaRuntime
             if let running = s.runtime { runtime = running } else { runtime = try makeRuntime() }
             s.runtime = runtime
             do throws(RTPLegError) {
-                let opened = try runtime.openLeg(room: room, configuration: leg, onEvent: onEvent)
-                s.legs += 1
+                let opened = try runtime.openLeg(room: room, configuration: leg, ports: ports, onEvent: onEvent)
+                if ports == nil { s.legs += 1 }
                 return opened
             } catch {
                 if s.legs == 0 { stop(&s) }
                 throw error
             }
+        }
+    }
+
+    /// Reserves a port pair for a leg to come (a SIP offer); it counts as a leg until it is opened
+    /// (then closed with `close`) or given back with `cancel`.
+    func reservePorts() throws(RTPLegError) -> RTPPortReservation {
+        try state.withTypedLock { (s: inout State) throws(RTPLegError) -> RTPPortReservation in
+            let runtime: MediaRuntime
+            if let running = s.runtime { runtime = running } else { runtime = try makeRuntime() }
+            s.runtime = runtime
+            do throws(RTPLegError) {
+                let ports = try runtime.reservePorts()
+                s.legs += 1
+                return ports
+            } catch {
+                if s.legs == 0 { stop(&s) }
+                throw error
+            }
+        }
+    }
+
+    /// Gives back ports reserved and not used by a leg.
+    func cancel(_ ports: RTPPortReservation) {
+        state.withLockedValue { s in
+            s.legs -= 1
+            if s.legs == 0 { stop(&s) }
         }
     }
 

@@ -1,5 +1,6 @@
 import ChamadeEngine
 import ChamadeMedia
+import ChamadeSIP
 import CoreMetrics
 import NIOConcurrencyHelpers
 import Prometheus
@@ -95,7 +96,30 @@ final class ServerMetrics: Sendable {
             }
             engine.drainTickTimes { instruments.tickTime.recordNanoseconds($0) }
         }
-        return registry.emitToString()
+        return registry.emitToString() + Self.sipFamilies(store)
+    }
+
+    /// The SIP families (SPEC §6), written directly: dialogs by state, responses by class each way,
+    /// requests each way, registrations by state. Absent when SIP is off.
+    static func sipFamilies(_ store: CallStore) -> String {
+        guard let sip = store.sip else { return "" }
+        let dialogs = store.sipDialogCounts()
+        let stats = sip.statistics
+        var out = "# TYPE chamade_sip_dialogs gauge\n"
+        for state in ["ringing", "connecting", "active"] { out += "chamade_sip_dialogs{state=\"\(state)\"} \(dialogs[state, default: 0])\n" }
+        out += "# TYPE chamade_sip_responses_sent_total counter\n"
+        for k in 1...6 { out += "chamade_sip_responses_sent_total{class=\"\(k)xx\"} \(stats.responsesSent[k])\n" }
+        out += "# TYPE chamade_sip_responses_received_total counter\n"
+        for k in 1...6 { out += "chamade_sip_responses_received_total{class=\"\(k)xx\"} \(stats.responsesReceived[k])\n" }
+        out += "# TYPE chamade_sip_requests_total counter\n"
+        out += "chamade_sip_requests_total{direction=\"received\"} \(stats.requestsReceived)\n"
+        out += "chamade_sip_requests_total{direction=\"sent\"} \(stats.requestsSent)\n"
+        let registrations = sip.registrations
+        out += "# TYPE chamade_sip_registrations gauge\n"
+        for state in ["registering", "registered", "failed"] {
+            out += "chamade_sip_registrations{state=\"\(state)\"} \(registrations.filter { $0.state.rawValue == state }.count)\n"
+        }
+        return out
     }
 }
 

@@ -41,8 +41,8 @@ final class Session: Sendable {
     func error(_ code: String, _ message: String) { send(ServerMessage.Error(code: code, message: message)) }
 
     /// The call ended: `call_state` ended, then a close frame, after everything queued before.
-    func callEnded() {
-        send(ServerMessage.State(state: .ended))
+    func callEnded(_ final: CallState = .ended) {
+        send(ServerMessage.State(state: final))
         outbox.close(.normalClosure)
     }
 
@@ -199,7 +199,7 @@ final class Session: Sendable {
 
     private func setReceiving(_ on: Bool) {
         receivingFlag.store(on, ordering: .relaxed)
-        let any = call.withLock { m in m.state == .ended ? nil : call.refreshReceivers(&m) }
+        let any = call.withLock { m in m.state.isFinal ? nil : call.refreshReceivers(&m) }
         if let any { participant.setReceiving(any) }
     }
 

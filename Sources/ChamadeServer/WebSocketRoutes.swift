@@ -55,7 +55,7 @@ extension ServerCore {
         do { call = try store.call(id, apiKey: key) } catch { return .failure(error) }
         let limit = configuration.maxStreamsPerCall
         let refusal: APIError? = call.withLock { m in
-            guard m.state != .ended else { return .callEnded }
+            guard !m.state.isFinal else { return .callEnded }
             guard m.streams < limit else {
                 return .conflict("too_many_streams", "this call already has \(limit) WebSockets open")
             }
@@ -84,7 +84,7 @@ extension ServerCore {
         try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
         let session = Session(call: call, participant: participant, outbox: outbox, store: store)
         let state: CallState? = call.withLock { m in
-            guard m.state != .ended else { return nil }
+            guard !m.state.isFinal else { return nil }
             m.sessions[ObjectIdentifier(session)] = session
             return m.state
         }
@@ -101,7 +101,7 @@ extension ServerCore {
         }
         let receiving: Bool? = call.withLock { m in
             m.sessions.removeValue(forKey: ObjectIdentifier(session))
-            return m.state == .ended ? nil : call.refreshReceivers(&m)
+            return m.state.isFinal ? nil : call.refreshReceivers(&m)
         }
         if let receiving { participant.setReceiving(receiving) }
         session.closed()

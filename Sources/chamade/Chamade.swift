@@ -5,6 +5,7 @@ import ChamadeEngine
 import ChamadeMedia
 import ChamadeLoadTest
 import ChamadeServer
+import ChamadeSIP
 import ChamadeTools
 import Foundation
 
@@ -67,7 +68,9 @@ struct ServeCommand: AsyncParsableCommand {
         discussion: """
             Every option also reads an environment variable when it is not given: CHAMADE_HOST, CHAMADE_PORT,
             CHAMADE_API_KEYS (comma-separated), CHAMADE_ADVERTISE, CHAMADE_TLS_CERT, CHAMADE_TLS_KEY,
-            CHAMADE_ENDED_RETENTION, CHAMADE_MAX_CALLS_PER_KEY, CHAMADE_RTP_PORTS, CHAMADE_RTP_TIMEOUT.
+            CHAMADE_ENDED_RETENTION, CHAMADE_MAX_CALLS_PER_KEY, CHAMADE_RTP_PORTS, CHAMADE_RTP_TIMEOUT, CHAMADE_SIP,
+            CHAMADE_SIP_ROUTES (user=key,user=key), CHAMADE_SIP_REGISTER (comma-separated), CHAMADE_SIP_AUTH
+            (host=user:password,...), CHAMADE_SIP_RING_TIMEOUT.
             """
     )
 
@@ -91,6 +94,53 @@ struct ServeCommand: AsyncParsableCommand {
     var rtpPorts: String?
     @Option(name: .customLong("rtp-timeout"), help: "Seconds without RTP or RTCP before a leg is lost (default 10; CHAMADE_RTP_TIMEOUT).")
     var rtpTimeout: Double?
+    @Option(name: .long, help: "SIP over UDP: HOST:PORT to listen on (port 0: any), or off (default 127.0.0.1:5060; CHAMADE_SIP).")
+    var sip: String?
+    @Option(name: .customLong("sip-route"), help: "Inbound SIP calls for USER (or * for any) belong to KEY: USER=KEY (repeatable; CHAMADE_SIP_ROUTES).")
+    var sipRoutes: [String] = []
+    @Option(name: .customLong("sip-register"), help: "Register sip:USER@REGISTRAR[:PORT] with digest credentials from --sip-auth (repeatable; CHAMADE_SIP_REGISTER).")
+    var sipRegister: [String] = []
+    @Option(name: .customLong("sip-auth"), help: "Digest credentials for a host: HOST=USER:PASSWORD (repeatable; CHAMADE_SIP_AUTH).")
+    var sipAuth: [String] = []
+    @Option(name: .customLong("sip-ring-timeout"), help: "Seconds an inbound call rings, and an outbound one waits for an answer (default 30; CHAMADE_SIP_RING_TIMEOUT).")
+    var sipRingTimeout: Double?
+
+    /// The SIP settings from the flags and the environment, nil for `off`; a usage error says what is wrong.
+    func sipSettings() throws -> ServerConfiguration.SIPSettings? {
+        let env = ProcessInfo.processInfo.environment
+        func list(_ flag: [String], _ name: String) -> [String] {
+            flag.isEmpty ? (env[name] ?? "").split(separator: ",").map { $0.trimmingCharacters(in: .whitespaces) }.filter { !$0.isEmpty } : flag
+        }
+        let address = sip ?? env["CHAMADE_SIP"] ?? "127.0.0.1:5060"
+        if address == "off" { return nil }
+        guard let colon = address.lastIndex(of: ":"), let port = Int(address[address.index(after: colon)...]), (0...65535).contains(port),
+            Endpoint(host: String(address[..<colon]), port: port) != nil
+        else { throw ValidationError("--sip must be IPV4:PORT or off, not \(address)") }
+        var routes: [String: String] = [:]
+        for r in list(sipRoutes, "CHAMADE_SIP_ROUTES") {
+            let kv = r.split(separator: "=", maxSplits: 1)
+            guard kv.count == 2, !kv[0].isEmpty, !kv[1].isEmpty else { throw ValidationError("--sip-route must be USER=KEY, not \(r)") }
+            routes[String(kv[0])] = String(kv[1])
+        }
+        var credentials: [String: SIPCredentials] = [:]
+        for a in list(sipAuth, "CHAMADE_SIP_AUTH") {
+            let hostRest = a.split(separator: "=", maxSplits: 1)
+            let userPassword = hostRest.count == 2 ? hostRest[1].split(separator: ":", maxSplits: 1, omittingEmptySubsequences: false) : []
+            guard userPassword.count == 2, !hostRest[0].isEmpty, !userPassword[0].isEmpty else {
+                throw ValidationError("--sip-auth must be HOST=USER:PASSWORD")
+            }
+            credentials[String(hostRest[0])] = SIPCredentials(user: String(userPassword[0]), password: String(userPassword[1]))
+        }
+        var registrations: [SIPURI] = []
+        for r in list(sipRegister, "CHAMADE_SIP_REGISTER") {
+            do { registrations.append(try SIPURI(parsing: r)) } catch { throw ValidationError("--sip-register \(r): \(error)") }
+        }
+        let ring = try setting(sipRingTimeout, "CHAMADE_SIP_RING_TIMEOUT", 30)
+        guard ring > 0, ring <= 3600 else { throw ValidationError("--sip-ring-timeout must be > 0 and ≤ 3600 seconds") }
+        return .init(
+            host: String(address[..<colon]), port: port, routes: routes, registrations: registrations, credentials: credentials,
+            ringTimeoutSeconds: ring)
+    }
 
     /// `LOW-HIGH`, an even-sized range of at least one RTP/RTCP pair within 1024-65535.
     static func portRange(_ text: String) -> ClosedRange<Int>? {
@@ -125,6 +175,7 @@ struct ServeCommand: AsyncParsableCommand {
         }
         let timeout = try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10)
         guard timeout > 0, timeout <= 3600 else { throw ValidationError("--rtp-timeout must be > 0 and ≤ 3600 seconds") }
+        _ = try sipSettings()
         let cert = tlsCert ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_CERT"]
         let key = tlsKey ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_KEY"]
         guard (cert == nil) == (key == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -156,7 +207,7 @@ struct ServeCommand: AsyncParsableCommand {
             endedRetentionSeconds: try setting(endedRetention, "CHAMADE_ENDED_RETENTION", 3600),
             maxCallsPerKey: try setting(maxCallsPerKey, "CHAMADE_MAX_CALLS_PER_KEY", 1000),
             rtpPorts: Self.portRange(try setting(rtpPorts, "CHAMADE_RTP_PORTS", "20000-29999"))!,
-            rtpTimeoutSeconds: try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10))
+            rtpTimeoutSeconds: try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10), sip: try sipSettings())
         var logger = Logger(label: "chamade")
         logger.logLevel = .notice
         let server = ChamadeServer(engine: Engine(), configuration: configuration, logger: logger)
@@ -165,6 +216,8 @@ struct ServeCommand: AsyncParsableCommand {
             try await server.run { port in
                 // Straight to the file descriptor: a supervisor waits for this line.
                 FileHandle.standardOutput.write(Data("listening on \(scheme)://\(host):\(port)\n".utf8))
+            } onSIPListening: { address in
+                FileHandle.standardOutput.write(Data("sip listening on \(address)\n".utf8))
             }
         } catch {
             throw RunFailure(description: "\(error)")

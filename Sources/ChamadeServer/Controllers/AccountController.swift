@@ -1,4 +1,5 @@
 import ChamadeCore
+import ChamadeSIP
 import Hummingbird
 
 /// `/api/account`, `/api/voice-configs` and the plain-HTTP side of `/api/events` (SPEC §3).
@@ -12,9 +13,10 @@ struct AccountController {
     }
 
     @Sendable func account(_ request: Request, context: APIRequestContext) async throws -> AccountResponse {
+        let sipReady = core.store.sip?.isRunning == true
         var platforms: [String: AccountResponse.PlatformInfo] = [:]
         for p in Platform.allCases {
-            let available = p != .sip
+            let available = p != .sip || sipReady
             platforms[p.rawValue] = .init(
                 status: available ? "available" : "unavailable", nativeSampleRate: p.nativeRate.hertz,
                 capabilities: p.capabilities)
@@ -24,9 +26,14 @@ struct AccountController {
             plan: "self-hosted",
             features: [
                 "audio_in": "ready", "audio_out": "ready", "text_chat": "ready", "hosted_stt": "unavailable",
-                "hosted_tts": "unavailable", "sip": "unavailable",
+                "hosted_tts": "unavailable", "sip": sipReady ? "ready" : "unavailable",
             ],
             platforms: platforms, concurrentCalls: core.store.liveCallCount(apiKey: context.apiKey),
+            sip: core.store.sip.map { sip in
+                .init(
+                    status: sipReady ? "ready" : "unavailable",
+                    registrations: sip.registrations.map { .init(uri: $0.uri, state: $0.state.rawValue, lastStatus: $0.lastStatus) })
+            },
             limits: .init(
                 maxCallsPerKey: c.maxCallsPerKey, maxStreamsPerCall: c.maxStreamsPerCall,
                 endedRetentionSeconds: c.endedRetentionSeconds, maxBodyBytes: ServerConfiguration.maxBodyBytes,

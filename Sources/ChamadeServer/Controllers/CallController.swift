@@ -41,11 +41,6 @@ struct CallController {
                 throw APIError.badRequest("unknown_voice_config", "no voice config \"\(id)\": see GET /api/voice-configs")
             }
         }
-        switch platform {
-        case .sip:
-            throw APIError.badRequest("sip_unavailable", "SIP is not available on this server")
-        default: break
-        }
         let agent = body.agentName.flatMap { $0.isEmpty ? nil : $0 } ?? "AI Agent"
         guard scalarCount(agent) <= 256 else {
             throw APIError.badRequest("invalid_agent_name", "agent_name is at most 256 characters")
@@ -120,11 +115,15 @@ struct CallController {
     }
 
     @Sendable func accept(_ request: Request, context: APIRequestContext) async throws -> CallObject {
-        try notRinging(call(context), action: "accepted")
+        let call = try call(context)
+        try core.store.accept(call)
+        return call.object(baseURL: core.baseURL)
     }
 
     @Sendable func refuse(_ request: Request, context: APIRequestContext) async throws -> CallObject {
-        try notRinging(call(context), action: "refused")
+        let call = try call(context)
+        try core.store.refuse(call)
+        return call.object(baseURL: core.baseURL)
     }
 
     @Sendable func streamWithoutUpgrade(_ request: Request, context: APIRequestContext) async throws -> Response {
@@ -136,9 +135,6 @@ struct CallController {
 
     /// Only inbound calls ring, and this server has no inbound legs yet: whatever the call's state,
     /// it is not ringing.
-    private func notRinging(_ call: Call, action: String) throws -> CallObject {
-        throw APIError.conflict("not_ringing", "only a ringing inbound call can be \(action); this one is \(call.state.rawValue)")
-    }
 
     private func call(_ context: APIRequestContext) throws -> Call {
         try core.store.call(context.parameters.get("id") ?? "", apiKey: context.apiKey)
@@ -146,7 +142,7 @@ struct CallController {
 
     private func liveCall(_ context: APIRequestContext) throws -> Call {
         let call = try self.call(context)
-        guard call.state != .ended else { throw APIError.callEnded }
+        guard !call.state.isFinal else { throw APIError.callEnded }
         return call
     }
 }

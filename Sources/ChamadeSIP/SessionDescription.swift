@@ -1,0 +1,144 @@
+import CLibre
+import ChamadeMedia
+
+/// One dialog's SDP (libre's `sdp_session` with one audio `m=` line), on the SIP thread only.
+///
+/// Offers list PCMU, PCMA, Opus and telephone-event at 8 and 48 kHz, ptime 20 (SPEC §6). An
+/// answer names exactly the codec chosen (the offerer's first that we have, with its payload
+/// type) and the telephone-event at that codec's clock, so the far end cannot switch codecs under
+/// the leg.
+final class SessionDescription {
+    private(set) var session: OpaquePointer?
+    private(set) var media: OpaquePointer?
+
+    struct Format {
+        var id: String
+        var name: String
+        var clockRate: UInt32
+        var channels: UInt8
+        var parameters: String?
+    }
+
+    /// What we offer, in order of preference: the room is at 8 kHz (SPEC §6), so G.711 first.
+    static let offered: [Format] = [
+        Format(id: "0", name: "PCMU", clockRate: 8000, channels: 1),
+        Format(id: "8", name: "PCMA", clockRate: 8000, channels: 1),
+        Format(id: "111", name: "opus", clockRate: 48000, channels: 2, parameters: "useinbandfec=1"),
+        Format(id: "101", name: "telephone-event", clockRate: 8000, channels: 1, parameters: "0-16"),
+        Format(id: "110", name: "telephone-event", clockRate: 48000, channels: 1, parameters: "0-16"),
+    ]
+
+    /// `local` is where our RTP is (port 0 until a leg's port is known).
+    init(local: Endpoint, formats: [Format]) throws(SIPError) {
+        var laddr = sa()
+        _ = sa_set_str(&laddr, local.host, local.port)
+        var err = sdp_session_alloc(&session, &laddr)
+        guard err == 0 else { throw .libre(operation: "sdp_session_alloc", code: err) }
+        err = sdp_media_add(&media, session, "audio", local.port, "RTP/AVP")
+        guard err == 0 else { release(); throw .libre(operation: "sdp_media_add", code: err) }
+        for f in formats {
+            err = clibre_sdp_format_add(nil, media, false, f.id, f.name, f.clockRate, f.channels, f.parameters)
+            guard err == 0 else { release(); throw .libre(operation: "sdp_format_add", code: err) }
+        }
+        _ = clibre_sdp_media_set_lattr(media, true, "ptime", "20")
+    }
+
+    deinit { release() }
+
+    private func release() {
+        if let session { _ = mem_deref(UnsafeMutableRawPointer(session)) }
+        session = nil
+        media = nil
+    }
+
+    /// Sets where our RTP is (the leg's port, known at accept or before the offer).
+    func setLocal(_ local: Endpoint) {
+        var laddr = sa()
+        _ = sa_set_str(&laddr, local.host, local.port)
+        sdp_session_set_laddr(session, &laddr)
+        sdp_media_set_lport(media, local.port)
+    }
+
+    /// Reads the far end's description (`offer`: it is an offer; else an answer to ours) from a
+    /// SIP message's body.
+    func decode(_ body: UnsafeMutablePointer<mbuf>, offer: Bool) -> Bool {
+        sdp_decode(session, body, offer) == 0
+    }
+
+    /// Our description, to send.
+    func encode(offer: Bool) -> UnsafeMutablePointer<mbuf>? {
+        var mb: UnsafeMutablePointer<mbuf>?
+        guard sdp_encode(&mb, session, offer) == 0 else { return nil }
+        return mb
+    }
+
+    /// Our direction, answering the far end's (its `sendonly` is our `recvonly`, and so on).
+    func answerDirection(to media: SIPMedia) {
+        let dir: sdp_dir =
+            switch (media.peerSends, media.peerReceives) {
+            case (true, true): SDP_SENDRECV
+            case (true, false): SDP_RECVONLY
+            case (false, true): SDP_SENDONLY
+            case (false, false): SDP_INACTIVE
+            }
+        sdp_media_set_ldir(self.media, dir)
+    }
+
+    /// The media the far end's decoded description gives: its first audio format we support (its
+    /// order: the offerer's preference) and its telephone-event at that codec's clock. Nil: nothing
+    /// in common, or no usable address.
+    func negotiated() -> SIPMedia? {
+        guard let media, let list = sdp_media_format_lst(media, false) else { return nil }
+        var chosen: (MediaCodec, Int)?
+        var events: [(rate: UInt32, pt: Int)] = []
+        var le = list.pointee.head
+        while let entry = le {
+            if let raw = entry.pointee.data {
+                let f = raw.assumingMemoryBound(to: sdp_format.self).pointee
+                let name = f.name.map { String(cString: $0).lowercased() } ?? ""
+                if f.sup, (0...127).contains(f.pt) {
+                    switch name {
+                    case "pcmu" where chosen == nil && f.srate == 8000: chosen = (.pcmu, Int(f.pt))
+                    case "pcma" where chosen == nil && f.srate == 8000: chosen = (.pcma, Int(f.pt))
+                    case "opus" where chosen == nil && f.srate == 48000: chosen = (.opus, Int(f.pt))
+                    case "telephone-event": events.append((f.srate, Int(f.pt)))
+                    default: break
+                    }
+                }
+            }
+            le = entry.pointee.next
+        }
+        guard let (codec, pt) = chosen, let raddr = sdp_media_raddr(media), sa_af(raddr) == AF_INET else { return nil }
+        let port = sdp_media_rport(media)
+        let address = UInt32(sa_in(raddr))
+        let dir = sdp_media_rdir(media)
+        // An old-style hold (c=0.0.0.0) or port 0 receives nothing.
+        let reachable = address != 0 && port != 0
+        let ptime = sdp_media_rattr(media, "ptime").flatMap { Int(String(cString: $0)) }
+        return SIPMedia(
+            codec: codec, payloadType: UInt8(pt),
+            telephoneEventPayloadType: events.first { $0.rate == UInt32(codec.clockRate) }.map { UInt8($0.pt) },
+            remote: Endpoint(address: address, port: port),
+            peerSends: dir == SDP_SENDRECV || dir == SDP_SENDONLY,
+            peerReceives: reachable && (dir == SDP_SENDRECV || dir == SDP_RECVONLY),
+            packetMilliseconds: ptime)
+    }
+
+    /// The answer's formats for `media`: the codec and telephone-event as the offer numbered them.
+    static func answerFormats(for media: SIPMedia) -> [Format] {
+        var formats: [Format] =
+            switch media.codec {
+            case .pcmu: [Format(id: "\(media.payloadType)", name: "PCMU", clockRate: 8000, channels: 1)]
+            case .pcma: [Format(id: "\(media.payloadType)", name: "PCMA", clockRate: 8000, channels: 1)]
+            case .opus: [Format(id: "\(media.payloadType)", name: "opus", clockRate: 48000, channels: 2, parameters: "useinbandfec=1")]
+            }
+        if let te = media.telephoneEventPayloadType {
+            formats.append(Format(id: "\(te)", name: "telephone-event", clockRate: UInt32(media.codec.clockRate), channels: 1, parameters: "0-16"))
+        }
+        return formats
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif
