@@ -209,7 +209,8 @@ final class Dialog {
             stack.emit(.failed(d.id, status: status))
         } else if d.inbound && !d.answered {
             stack.emit(.ended(d.id, .cancelled))
-        } else if let msg, msg.pointee.req {
+        } else if err == ECONNRESET || msg?.pointee.req == true {
+            // libre ends a session on the far end's BYE with ECONNRESET.
             stack.emit(.ended(d.id, .remoteHangUp))
         } else {
             stack.emit(.ended(d.id, .lost(code: err)))
