@@ -13,7 +13,7 @@ import Synchronization
 /// `chamade loadtest`: N agents over real WebSockets against a running server, in R rooms, each
 /// streaming audio at a chosen rate (20 ms every 20 ms, paced on absolute deadlines) and receiving
 /// its mix-minus. Latency is measured on the audio itself: in each room the agents take turns, every
-/// 100 ms one of them sends a click (a full-scale 1 ms burst at the start of a chunk) and every other
+/// 100 ms one of them sends a click (a full-scale 5 ms burst at the start of a chunk) and every other
 /// agent of the room times the first frame in which it hears it.
 public enum LoadTest {
     public struct Options: Sendable {
@@ -23,8 +23,21 @@ public enum LoadTest {
         public var rooms: Int
         public var rate: SampleRate
         public var seconds: Double
+        /// The rooms' platform and meeting URL; `{room}` in it becomes the room's index. The default
+        /// makes rooms of agents only.
+        public var platform: String
+        public var meetingURL: String?
 
-        public init(url: String, apiKey: String, agents: Int, rooms: Int, rate: SampleRate, seconds: Double) {
+        /// Whether a room's leg sends back what it hears (a SIP or RTP peer that echoes): then a lone
+        /// agent's clicks come back to it, and the latency is the round trip through the leg.
+        var echoes: Bool { platform == "sip" || platform == "rtp" }
+
+        public init(
+            url: String, apiKey: String, agents: Int, rooms: Int, rate: SampleRate, seconds: Double, platform: String = "discord",
+            meetingURL: String? = nil
+        ) {
+            self.platform = platform
+            self.meetingURL = meetingURL
             self.url = url
             self.apiKey = apiKey
             self.agents = agents
@@ -90,7 +103,9 @@ public enum LoadTest {
         var calls: [(id: String, room: Int)] = []
         for i in 0..<o.agents {
             let room = i % o.rooms
-            let id = try await createCall(o, meeting: "https://loadtest.chamade/\(runID)/room-\(room)", name: "agent-\(i)")
+            let meeting = o.meetingURL.map { $0.replacingOccurrences(of: "{room}", with: "\(room)") }
+                ?? "https://loadtest.chamade/\(runID)/room-\(room)"
+            let id = try await createCall(o, meeting: meeting, name: "agent-\(i)")
             calls.append((id, room))
         }
         let before = try? await metrics(o)
@@ -148,14 +163,22 @@ public enum LoadTest {
         let wsURL = o.url.replacingOccurrences(of: "http", with: "ws", options: .anchored)
             + "/api/call/\(call)/stream?api_key=\(o.apiKey)"
         let block = o.rate.blockSampleCount
-        let clickSamples = max(1, o.rate.hertz / 1000)
+        // 5 ms: a receiver that fades in after a gap (a G.711 leg's concealment does, over 4 ms)
+        // still hears it at full scale.
+        let clickSamples = max(1, o.rate.hertz / 200)
         do {
             try await WebSocketClient.connect(
                 url: wsURL, configuration: .init(maxFrameSize: 1 << 20), logger: logger
             ) { inbound, outbound, _ in
                 try await outbound.write(.text("{\"type\":\"audio_config\",\"sample_rate\":\(o.rate.hertz),\"receive\":true}"))
                 let sender = Task {
+                    // Between clicks: digital silence, or, through an echoing leg, a quiet tone
+                    // (-50 dBFS, far below a click) so the leg streams without pause both ways,
+                    // as it does while a meeting talks.
                     var silence = ByteBuffer(repeating: 0, count: 2 * block)
+                    if o.echoes {
+                        for s in 0..<block { silence.setInteger(Int16(s % 8 < 4 ? 100 : -100), at: 2 * s, endianness: .little) }
+                    }
                     var click = ByteBuffer(repeating: 0, count: 2 * block)
                     for s in 0..<clickSamples { click.setInteger(Int16(s % 2 == 0 ? 30000 : -30000), at: 2 * s, endianness: .little) }
                     var k: UInt64 = 0
@@ -167,7 +190,7 @@ public enum LoadTest {
                         // Slot s belongs to agent s mod n of the room; its click opens the slot.
                         let slot = Int((deadline - start) / slotNs)
                         let opensSlot = (deadline - start) % slotNs == 0
-                        if opensSlot && slot % room.agentCount == turn && room.agentCount > 1 {
+                        if opensSlot && slot % room.agentCount == turn && (room.agentCount > 1 || o.echoes) {
                             let sent = DispatchTime.now().uptimeNanoseconds
                             room.lock.withLock { room.sendTimes[slot] = sent }
                             tally.lock.withLock { tally.clicksSent += 1 }
@@ -237,7 +260,7 @@ public enum LoadTest {
     }
 
     static func createCall(_ o: Options, meeting: String, name: String) async throws -> String {
-        let (status, data) = try await request(o, "POST", "/api/call", body: ["platform": "discord", "meeting_url": meeting, "agent_name": name])
+        let (status, data) = try await request(o, "POST", "/api/call", body: ["platform": o.platform, "meeting_url": meeting, "agent_name": name])
         guard status == 200, let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
             let id = object["call_id"] as? String
         else { throw Failure.http("POST /api/call answered \(status): \(String(decoding: data, as: UTF8.self))") }

@@ -243,6 +243,10 @@ struct LoadTestCommand: AsyncParsableCommand {
     var rate: Int = 48000
     @Option(name: .long, help: "Seconds of streaming.")
     var seconds: Double = 10
+    @Option(name: .long, help: "The rooms' platform (default discord: rooms of agents only).")
+    var platform: String = "discord"
+    @Option(name: .customLong("meeting-url"), help: "The rooms' meeting URL, {room} replaced by the room's index (e.g. sip:echo{room}@127.0.0.1:5070 with an echoing peer).")
+    var meetingURL: String?
     @Flag(name: .long, help: "Print one JSON object instead of text.")
     var json = false
 
@@ -256,7 +260,8 @@ struct LoadTestCommand: AsyncParsableCommand {
         guard let key = apiKey ?? ProcessInfo.processInfo.environment["CHAMADE_API_KEYS"]?.split(separator: ",").first.map(String.init)
         else { throw ValidationError("give --api-key (or CHAMADE_API_KEYS)") }
         let options = LoadTest.Options(
-            url: url, apiKey: key, agents: agents, rooms: rooms, rate: try SampleRate(hertz: rate), seconds: seconds)
+            url: url, apiKey: key, agents: agents, rooms: rooms, rate: try SampleRate(hertz: rate), seconds: seconds,
+            platform: platform, meetingURL: meetingURL)
         let report: LoadTest.Report
         do {
             report = try await LoadTest.run(options) { line in
