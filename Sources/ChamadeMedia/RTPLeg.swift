@@ -140,8 +140,9 @@ public final class RTPLeg: Sendable {
     public func redirect(to remote: Endpoint) { shared.setRemote(remote) }
 
     /// Hold and resume (SIP `a=` directions, SPEC §6): `sending` false sends no RTP (the timeline
-    /// runs on, so sequence numbers and timestamps stay continuous); `receiving` false expects no
-    /// RTP, so the timeout is paused (and counts again from the resume).
+    /// runs on, so sequence numbers and timestamps stay continuous); `receiving` false does not
+    /// count on RTP arriving, so the timeout is paused (and counts again from the resume). What
+    /// arrives is still played.
     public func setDirection(sending: Bool, receiving: Bool) {
         shared.sending.store(sending, ordering: .relaxed)
         shared.receiving.store(receiving, ordering: .relaxed)

@@ -63,7 +63,6 @@ final class Dialog {
         guard let answer = try? SessionDescription(local: local, formats: SessionDescription.answerFormats(for: media)),
             answer.decode(body, offer: true)
         else { return nil }
-        answer.answerDirection(to: media)
         body.pointee.pos = pos
         sdp = answer
         self.media = media
@@ -155,7 +154,6 @@ final class Dialog {
             return descp.pointee == nil ? ENOMEM : 0
         }
         guard sdp.decode(body, offer: true), let media = sdp.negotiated() else { return EPROTO }
-        sdp.answerDirection(to: media)
         descp.pointee = sdp.encode(offer: false)
         guard descp.pointee != nil else { return ENOMEM }
         if media != d.media, !d.finished {

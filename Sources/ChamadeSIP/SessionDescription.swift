@@ -72,18 +72,6 @@ final class SessionDescription {
         return mb
     }
 
-    /// Our direction, answering the far end's (its `sendonly` is our `recvonly`, and so on).
-    func answerDirection(to media: SIPMedia) {
-        let dir: sdp_dir =
-            switch (media.peerSends, media.peerReceives) {
-            case (true, true): SDP_SENDRECV
-            case (true, false): SDP_RECVONLY
-            case (false, true): SDP_SENDONLY
-            case (false, false): SDP_INACTIVE
-            }
-        sdp_media_set_ldir(self.media, dir)
-    }
-
     /// The media the far end's decoded description gives: its first audio format we support (its
     /// order: the offerer's preference) and its telephone-event at that codec's clock. Nil: nothing
     /// in common, or no usable address.
@@ -111,6 +99,9 @@ final class SessionDescription {
         guard let (codec, pt) = chosen, let raddr = sdp_media_raddr(media), sa_af(raddr) == AF_INET else { return nil }
         let port = sdp_media_rport(media)
         let address = UInt32(sa_in(raddr))
+        // libre keeps the far end's direction from our side: its `a=sendonly` is SDP_RECVONLY
+        // here (we only receive). Our own direction stays sendrecv, and libre's answer is the
+        // intersection (recvonly to a sendonly offer, inactive to inactive).
         let dir = sdp_media_rdir(media)
         // An old-style hold (c=0.0.0.0) or port 0 receives nothing.
         let reachable = address != 0 && port != 0
@@ -119,8 +110,8 @@ final class SessionDescription {
             codec: codec, payloadType: UInt8(pt),
             telephoneEventPayloadType: events.first { $0.rate == UInt32(codec.clockRate) }.map { UInt8($0.pt) },
             remote: Endpoint(address: address, port: port),
-            peerSends: dir == SDP_SENDRECV || dir == SDP_SENDONLY,
-            peerReceives: reachable && (dir == SDP_SENDRECV || dir == SDP_RECVONLY),
+            peerSends: dir == SDP_SENDRECV || dir == SDP_RECVONLY,
+            peerReceives: reachable && (dir == SDP_SENDRECV || dir == SDP_SENDONLY),
             packetMilliseconds: ptime)
     }
 

@@ -151,8 +151,11 @@ extension CallStore {
 
     // MARK: helpers
 
+    /// The leg follows the far end's direction: it sends only to a far end that receives, and
+    /// any hold (`sendonly`, `recvonly`, `inactive`) pauses the RTP timeout (SPEC §6): a far end
+    /// playing music on hold may stop at any time.
     private func direct(_ leg: RTPLeg, _ media: SIPMedia) {
-        leg.setDirection(sending: media.peerReceives, receiving: media.peerSends)
+        leg.setDirection(sending: media.peerReceives, receiving: media.peerSends && media.peerReceives)
     }
 
     private func legConfiguration(_ media: SIPMedia) -> RTPLegConfiguration {
