@@ -17,8 +17,11 @@ KEY1, KEY2 = "chmd_test_key_one", "chmd_test_key_two"
 
 class Server:
     def __init__(self, *extra, env=None):
+        # SIP's default port (5060) can be bound by one process only: a server of the tests listens
+        # for SIP only when the test asks (`--sip 127.0.0.1:0`); otherwise SIP is off.
+        sip_default = [] if "--sip" in extra or (env or {}).get("CHAMADE_SIP") else ["--sip", "off"]
         self.proc = subprocess.Popen(
-            [BINARY, "serve", "--port", "0", *extra],
+            [BINARY, "serve", "--port", "0", *sip_default, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.lines = []

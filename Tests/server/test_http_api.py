@@ -21,9 +21,9 @@ def test_create_call_per_platform_native_rate(server):
             assert field in c, field
         assert c["text_ws_url"].endswith(f"/api/call/{c['call_id']}/stream")
         assert c["agent_name"] == "AI Agent"
-    # No SIP stack in this server yet: `sip` is refused clearly instead of making a hollow room
-    # (SPEC §6: with SIP off, `sip` calls are refused with 400 sip_unavailable); an `rtp` call needs
-    # an rtp:// URL (test_rtp_legs.py covers the legs).
+    # This server runs with SIP off: `sip` is refused clearly instead of making a hollow room (SPEC
+    # §6: with SIP off, `sip` calls are refused with 400 sip_unavailable; test_sip.py covers SIP); an
+    # `rtp` call needs an rtp:// URL (test_rtp_legs.py covers the legs).
     for platform, code in [("sip", "sip_unavailable"), ("rtp", "invalid_meeting_url")]:
         r = api(server, "POST", "/api/call", json={"platform": platform, "meeting_url": "sip:1@127.0.0.1"})
         assert r.status_code == 400 and r.json()["error"]["code"] == code, r.text
