@@ -15,6 +15,7 @@ a ring timeout of 3 s, digest credentials bob:secret for 127.0.0.1, an RTP timeo
 import asyncio
 import itertools
 import json
+import signal
 import os
 import socket
 import time
@@ -906,3 +907,39 @@ def test_garbage_and_unknown_requests_leave_the_server_up(server):
 
     assert api(server, "GET", "/healthz", key=None).status_code == 200
     assert {c["call_id"] for c in calls_of(server)} == before, "garbage created a call"
+
+
+# ---------------------------------------------------------------------------------------------
+# Shutdown
+
+
+def test_sigterm_hangs_up_every_dialog_before_exiting(tmp_path):
+    """SIGTERM with one answered dialog and one still ringing: before the process exits, the
+    answered one gets a BYE and the ringing one a CANCEL (each SIPp scenario requires it and ends
+    cleanly), the agents' streams get `call_state` ended, and the server exits 0."""
+    s = start_sip_server()
+    for folder in ("a", "b"):
+        (tmp_path / folder).mkdir()
+    try:
+        with UdpCollector() as peer, \
+                Sipp("outbound_answer", str(tmp_path / "a"), keys={"peer_rtp_port": peer.port}) as answered, \
+                Sipp("outbound_no_answer", str(tmp_path / "b")) as ringing:
+            a = dial(s, f"sip:service@127.0.0.1:{answered.port}")
+            b = dial(s, f"sip:service@127.0.0.1:{ringing.port}")
+
+            async def go():
+                wa, _ = await open_stream(s, a, states=("connecting", "active"))
+                wb, _ = await open_stream(s, b, states=("connecting",))
+                await asyncio.to_thread(answered.wait_received, "ACK")
+                await asyncio.to_thread(ringing.wait_sent, None, 180)
+                s.proc.send_signal(signal.SIGTERM)
+                seen = [await until_state(w, "ended", timeout=5) for w in (wa, wb)]
+                return seen
+            run(go(), timeout=30)
+            assert s.proc.wait(15) == 0
+            bye = [m for m in answered.finish(10) if m.method == "BYE"]
+            cancel = [m for m in ringing.finish(10) if m.method == "CANCEL"]
+        assert len(bye) == 1 and len(cancel) == 1, (bye, cancel)
+    finally:
+        if s.proc.poll() is None:
+            s.stop()
