@@ -190,7 +190,9 @@ public enum LoadTest {
                         // Slot s belongs to agent s mod n of the room; its click opens the slot.
                         let slot = Int((deadline - start) / slotNs)
                         let opensSlot = (deadline - start) % slotNs == 0
-                        if opensSlot && slot % room.agentCount == turn && (room.agentCount > 1 || o.echoes) {
+                        // A lone agent behind an echo clicks every other slot: its echo may take
+                        // more than a slot and must not be taken for the next click's.
+                        if opensSlot && slot % room.agentCount == turn && (room.agentCount > 1 || (o.echoes && slot % 2 == 0)) {
                             let sent = DispatchTime.now().uptimeNanoseconds
                             room.lock.withLock { room.sendTimes[slot] = sent }
                             tally.lock.withLock { tally.clicksSent += 1 }
