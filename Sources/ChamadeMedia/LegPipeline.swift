@@ -44,6 +44,12 @@ final class LegPipeline {
     private var sequence: UInt16
     private var timestamp: UInt32
     private var talking = false
+    /// Blocks per packet sent (`packetMilliseconds` / 20), and the packet being gathered.
+    private let packetBlocks: Int
+    private var gatheredBlocks = 0
+    private var gatheredBytes = 0
+    private var gatheredTimestamp: UInt32 = 0
+    private var gatheredMarker = false
     private var sentPackets: UInt32 = 0
     private var sentOctets: UInt32 = 0
     private var nextReport: Int64
@@ -70,6 +76,7 @@ final class LegPipeline {
         self.rate = rate
         clockRate = configuration.codec.clockRate
         unitsPerBlock = clockRate / SampleRate.blocksPerSecond
+        packetBlocks = configuration.packetMilliseconds / 20
         playout = try InboundPlayout(codec: configuration.codec, rate: rate)
         do throws(Opus.Error) {
             encoder = try StreamEncoder(codec: configuration.codec, rate: rate, opusSettings: configuration.opus)
@@ -258,23 +265,44 @@ final class LegPipeline {
         let ts = timestamp
         timestamp &+= UInt32(unitsPerBlock)
         guard shared.sending.load(ordering: .relaxed) else {
+            gatheredBlocks = 0
             talking = false
             return
         }
         if let event = sender.next(at: ts) {
+            sendGathered()
             sendEvent(event)
             talking = false
             if !event.isRetransmission { return }
         }
         guard let block, !Self.isSilent(block) else {
+            sendGathered()
             talking = false
             return
         }
-        let bytes = encoder.encode(block, into: payload)
+        // A packet of several blocks (G.711 at the far end's ptime) gathers their codes in turn.
+        if gatheredBlocks == 0 {
+            gatheredBytes = 0
+            gatheredTimestamp = ts
+            gatheredMarker = !talking
+        }
+        let bytes = encoder.encode(block, into: UnsafeMutableRawBufferPointer(rebasing: payload[gatheredBytes...]))
         guard bytes > 0 else { return }
-        let header = RTPHeader(marker: !talking, payloadType: configuration.payloadType, sequenceNumber: sequence, timestamp: ts, ssrc: ssrc)
+        gatheredBytes += bytes
+        gatheredBlocks += 1
         talking = true
-        send(header, UnsafeRawBufferPointer(rebasing: payload[0..<bytes]))
+        if gatheredBlocks == packetBlocks { sendGathered() }
+    }
+
+    /// Sends the audio gathered so far as one packet (a talk spurt that ends mid-packet sends what
+    /// it has).
+    private func sendGathered() {
+        guard gatheredBlocks > 0 else { return }
+        gatheredBlocks = 0
+        let header = RTPHeader(
+            marker: gatheredMarker, payloadType: configuration.payloadType, sequenceNumber: sequence, timestamp: gatheredTimestamp,
+            ssrc: ssrc)
+        send(header, UnsafeRawBufferPointer(rebasing: payload[0..<gatheredBytes]))
     }
 
     private func sendEvent(_ p: TelephoneEventSender.Packet) {

@@ -24,6 +24,13 @@ public struct RTPLegConfiguration: Sendable {
     public var timeoutNanoseconds: Int64
     /// The CNAME of its RTCP reports.
     public var canonicalName: String
+    /// Audio per packet sent, ms: 20, or for G.711 40 or 60 when the far end asks (SDP `ptime`);
+    /// Opus always sends 20 ms packets. Any packet duration from 10 to 60 ms is received.
+    public var packetMilliseconds: Int {
+        get { codec == .opus ? 20 : requestedPacketMilliseconds }
+        set { requestedPacketMilliseconds = [20, 40, 60].contains(newValue) ? newValue : 20 }
+    }
+    private var requestedPacketMilliseconds = 20
 
     public init(
         codec: MediaCodec, remote: Endpoint, payloadType: UInt8? = nil, telephoneEventPayloadType: UInt8 = 101,

@@ -158,11 +158,15 @@ extension CallStore {
         leg.setDirection(sending: media.peerReceives, receiving: media.peerSends && media.peerReceives)
     }
 
+    /// The leg for the negotiated media: the far end's payload types, and its `ptime` for G.711
+    /// (20, 40 or 60 ms; anything else, and Opus, 20).
     private func legConfiguration(_ media: SIPMedia) -> RTPLegConfiguration {
-        RTPLegConfiguration(
+        var leg = RTPLegConfiguration(
             codec: media.codec, remote: media.remote, payloadType: media.payloadType,
             telephoneEventPayloadType: media.telephoneEventPayloadType ?? 101, timeoutSeconds: configuration.rtpTimeoutSeconds,
             canonicalName: "chamade@sip")
+        leg.packetMilliseconds = media.packetMilliseconds ?? 20
+        return leg
     }
 
     private func handle(of call: Call) -> RoomHandle? { handle(roomKey: call.roomKey) }

@@ -70,14 +70,14 @@ def server():
 _callers = itertools.count(1)
 
 
-def call_in(server, workdir, scenario, rtp_port, to_user="alice", from_name='"Ada Lovelace" ', te_pt=101):
+def call_in(server, workdir, scenario, rtp_port, to_user="alice", from_name='"Ada Lovelace" ', te_pt=101, ptime=20):
     """SIPp calling the server with `scenario` (a UAC one): the From user is new for each call (so
     the call is found by its meeting_url, the From URI, kept as `sipp.from_uri`) and the offer's
     m= port is `rtp_port`."""
     from_user = f"caller{os.getpid()}n{next(_callers)}"
     sipp = Sipp(scenario, str(workdir), remote=f"127.0.0.1:{server.sip_port}",
                 keys={"to_user": to_user, "from_user": from_user, "from_name": from_name,
-                      "peer_rtp_port": rtp_port, "te_pt": te_pt})
+                      "peer_rtp_port": rtp_port, "te_pt": te_pt, "ptime": ptime})
     sipp.from_user = from_user
     sipp.from_uri = f"sip:{from_user}@127.0.0.1:{sipp.port}"
     return sipp
@@ -398,6 +398,31 @@ def test_inbound_dtmf_both_ways_with_the_offers_payload_type(server, tmp_path):
     for e in events:
         assert e["marker"][0] and not any(e["marker"][1:]), e
         assert e["end"] == 3, e
+
+
+def test_inbound_offer_with_ptime_40_gets_40_ms_packets(server, tmp_path):
+    """The caller's offer asks for `a=ptime:40`: the leg sends the agent's tone as 40 ms PCMU
+    packets (320 bytes, timestamps 320 apart, sequence numbers +1), still the tone."""
+    with UdpCollector() as peer:
+        async def go():
+            with call_in(server, tmp_path, "inbound_accept", peer.port, ptime=40) as sipp:
+                call = await asyncio.to_thread(ringing_call, server, sipp)
+                ws, _ = await open_stream(server, call, states=("ringing",), receive=False)
+                assert api(server, "POST", f"/api/call/{call['call_id']}/accept").status_code == 200
+                await until_state(ws, "active", timeout=3)
+                await ws.send(sine(500, 8000, 1.5, -6).tobytes())
+                await asyncio.to_thread(wait_until, "30 RTP packets", lambda: len(peer.rtp()) >= 30, 5.0)
+                await asyncio.to_thread(sipp.trigger)
+                await until_state(ws, "ended", timeout=5)
+                await asyncio.to_thread(sipp.finish, 10)
+                await ws.close()
+
+        run(go(), timeout=60)
+        audio = [p for _, p, _ in peer.rtp() if p.pt == 0]
+    assert len(audio) >= 30, len(audio)
+    assert all(len(p.payload) == 320 for p in audio), sorted({len(p.payload) for p in audio})
+    assert all((b.seq - a.seq) % 65536 == 1 and (b.ts - a.ts) % 2**32 == 320 for a, b in zip(audio, audio[1:]))
+    check_heard(g711_decode(b"".join(p.payload for p in audio), "pcmu"), 500, min_seconds=0.8)
 
 
 def test_inbound_call_refused(server, tmp_path):
