@@ -56,8 +56,10 @@ public struct SIPMedia: Sendable, Equatable {
     public var codec: MediaCodec
     /// The far end's payload type for the codec (we send with it, too).
     public var payloadType: UInt8
-    /// The far end's telephone-event payload type at the codec's clock, if it has one.
+    /// The far end's telephone-event payload type (at the codec's clock if it offers one, else the
+    /// one it has) and that clock rate, if it has telephone-event at all.
     public var telephoneEventPayloadType: UInt8?
+    public var telephoneEventClockRate: Int?
     /// Where the far end receives RTP (`c=` of the media, else of the session, and the `m=` port).
     public var remote: Endpoint
     /// Whether the far end sends (`sendrecv`/`sendonly`) and receives (`sendrecv`/`recvonly`);
@@ -68,12 +70,13 @@ public struct SIPMedia: Sendable, Equatable {
     public var packetMilliseconds: Int?
 
     public init(
-        codec: MediaCodec, payloadType: UInt8, telephoneEventPayloadType: UInt8?, remote: Endpoint, peerSends: Bool = true,
-        peerReceives: Bool = true, packetMilliseconds: Int? = nil
+        codec: MediaCodec, payloadType: UInt8, telephoneEventPayloadType: UInt8?, telephoneEventClockRate: Int? = nil,
+        remote: Endpoint, peerSends: Bool = true, peerReceives: Bool = true, packetMilliseconds: Int? = nil
     ) {
         self.codec = codec
         self.payloadType = payloadType
         self.telephoneEventPayloadType = telephoneEventPayloadType
+        self.telephoneEventClockRate = telephoneEventClockRate
         self.remote = remote
         self.peerSends = peerSends
         self.peerReceives = peerReceives

@@ -97,6 +97,9 @@ final class SessionDescription {
             le = entry.pointee.next
         }
         guard let (codec, pt) = chosen, let raddr = sdp_media_raddr(media), sa_af(raddr) == AF_INET else { return nil }
+        // telephone-event at the codec's clock (RFC 4733), else the one offered: Opus peers often
+        // list only telephone-event/8000 (baresip then counts its events at 48 kHz anyway).
+        let event = events.first { $0.rate == UInt32(codec.clockRate) } ?? events.first
         let port = sdp_media_rport(media)
         let address = UInt32(sa_in(raddr))
         // libre keeps the far end's direction from our side: its `a=sendonly` is SDP_RECVONLY
@@ -108,7 +111,7 @@ final class SessionDescription {
         let ptime = sdp_media_rattr(media, "ptime").flatMap { Int(String(cString: $0)) }
         return SIPMedia(
             codec: codec, payloadType: UInt8(pt),
-            telephoneEventPayloadType: events.first { $0.rate == UInt32(codec.clockRate) }.map { UInt8($0.pt) },
+            telephoneEventPayloadType: event.map { UInt8($0.pt) }, telephoneEventClockRate: event.map { Int($0.rate) },
             remote: Endpoint(address: address, port: port),
             peerSends: dir == SDP_SENDRECV || dir == SDP_RECVONLY,
             peerReceives: reachable && (dir == SDP_SENDRECV || dir == SDP_SENDONLY),
@@ -124,7 +127,8 @@ final class SessionDescription {
             case .opus: [Format(id: "\(media.payloadType)", name: "opus", clockRate: 48000, channels: 2, parameters: "useinbandfec=1")]
             }
         if let te = media.telephoneEventPayloadType {
-            formats.append(Format(id: "\(te)", name: "telephone-event", clockRate: UInt32(media.codec.clockRate), channels: 1, parameters: "0-16"))
+            let rate = UInt32(media.telephoneEventClockRate ?? media.codec.clockRate)
+            formats.append(Format(id: "\(te)", name: "telephone-event", clockRate: rate, channels: 1, parameters: "0-16"))
         }
         return formats
     }
