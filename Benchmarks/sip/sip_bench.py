@@ -5,6 +5,7 @@
               outbound POST /api/call -> INVITE at the peer -> 200 -> active -> first RTP.
   cps R N     SIPp UAC at R calls/s, N calls (INVITE -> 180 -> accepted by a bot on /api/events ->
               200 -> ACK -> 200 ms -> BYE): failed calls, SIPp's rtd, the server's CPU.
+  agents N S  the baseline of `concurrent`: n rooms of two agents, no SIP, same sitting.
   concurrent N S
               N outbound SIP calls to a SIPp UAS that echoes RTP, each with an agent streaming both
               ways (`chamade loadtest --platform sip`) for S seconds: lost frames, late ticks, round
@@ -280,6 +281,30 @@ def metric(text, name):
     return None
 
 
+def measure_agents_only(n, seconds):
+    """The baseline of `concurrent`: the same number of participants (2n) without SIP, n rooms of two
+    agents at 8 kHz streaming both ways."""
+    server = Server()
+    try:
+        sampler = {}
+
+        def sample():
+            time.sleep(3)
+            sampler["cpu0"], sampler["t0"] = cpu_seconds(server.proc.pid), time.monotonic()
+            time.sleep(seconds - 6)
+            sampler["cpu1"], sampler["t1"] = cpu_seconds(server.proc.pid), time.monotonic()
+        threading.Thread(target=sample, daemon=True).start()
+        lt = subprocess.run([BINARY, "loadtest", "--url", server.url, "--api-key", KEY, "--agents", str(2 * n),
+                             "--rooms", str(n), "--rate", "8000", "--seconds", str(seconds), "--json"],
+                            capture_output=True, text=True, timeout=seconds + 120)
+        report = json.loads(lt.stdout)
+        cpu = sampler["cpu1"] - sampler["cpu0"]
+        report["server_cpu_percent"] = round(100 * cpu / (sampler["t1"] - sampler["t0"]), 1)
+        return report
+    finally:
+        server.stop()
+
+
 def measure_concurrent(n, seconds):
     server = Server()
     port = free_port()
@@ -318,5 +343,7 @@ if __name__ == "__main__":
         print(json.dumps(measure_setup(int(sys.argv[2]) if len(sys.argv) > 2 else 30)))
     elif what == "cps":
         print(json.dumps(measure_cps(int(sys.argv[2]), int(sys.argv[3]))))
+    elif what == "agents":
+        print(json.dumps(measure_agents_only(int(sys.argv[2]), float(sys.argv[3]))))
     elif what == "concurrent":
         print(json.dumps(measure_concurrent(int(sys.argv[2]), float(sys.argv[3]))))

@@ -11,8 +11,6 @@ final class Dialog {
     unowned let stack: SIPStack
     let id: SIPDialogID
     let inbound: Bool
-    /// The host of the dialled URI (whose credentials answer a challenge).
-    let host: String
     var callID = ""
     var sess: OpaquePointer?
     var sdp: SessionDescription?
@@ -21,13 +19,14 @@ final class Dialog {
     /// Reported over: no more events (set by `SIPStack.finish`).
     var finished = false
     private var media: SIPMedia?
+    /// Our RTP address in its SDP.
+    private var local = Endpoint(address: 0, port: 0)
     private let timer: UnsafeMutablePointer<tmr>
 
-    init(stack: SIPStack, id: SIPDialogID, inbound: Bool, host: String) {
+    init(stack: SIPStack, id: SIPDialogID, inbound: Bool) {
         self.stack = stack
         self.id = id
         self.inbound = inbound
-        self.host = host
         timer = .allocate(capacity: 1)
         tmr_init(timer)
     }
@@ -88,6 +87,7 @@ final class Dialog {
     /// 200 with our SDP answer, the leg at `local`.
     func answer(local: Endpoint) {
         guard inbound, !answered, !finished, let sess, let sdp else { return }
+        self.local = local
         sdp.setLocal(local)
         guard let mb = sdp.encode(offer: false) else { return }
         defer { _ = mem_deref(UnsafeMutableRawPointer(mb)) }
@@ -121,13 +121,17 @@ final class Dialog {
         else { return 500 }
         defer { _ = mem_deref(UnsafeMutableRawPointer(mb)) }
         sdp = offer
+        self.local = local
         let credentials = stack.credentials(forHost: uri.host)
         let fromUser = credentials?.user ?? "chamade"
         let fromHost = credentials == nil ? stack.localAddress.description : uri.host + (uri.port.map { ":\($0)" } ?? "")
+        // Without credentials a challenge fails the INVITE with its status (401/407).
+        let secret = credentials.flatMap(LibreCredentials.make)
+        defer { if let secret { _ = mem_deref(secret) } }
         let err = clibre_sipsess_connect(
             &sess, sock, uri.description, displayName, "sip:\(fromUser)@\(fromHost)", "chamade", "application/sdp", mb,
-            Dialog.authHandler, arg, false, Dialog.offerHandler, Dialog.answerHandler, Dialog.progressHandler,
-            Dialog.establishedHandler, nil, nil, Dialog.closeHandler, arg, "")
+            secret == nil ? nil : LibreCredentials.handler, secret, true, Dialog.offerHandler, Dialog.answerHandler,
+            Dialog.progressHandler, Dialog.establishedHandler, nil, nil, Dialog.closeHandler, arg, "")
         guard err == 0 else { return err == EINVAL ? 400 : 503 }
         tmr_start(timer, UInt64(max(0.001, stack.configuration.ringTimeoutSeconds) * 1000), { arg in
             let d = Unmanaged<Dialog>.fromOpaque(arg!).takeUnretainedValue()
@@ -154,6 +158,9 @@ final class Dialog {
             return descp.pointee == nil ? ENOMEM : 0
         }
         guard sdp.decode(body, offer: true), let media = sdp.negotiated() else { return EPROTO }
+        // The leg runs one codec and payload type: an offer that changes them is refused (488),
+        // and the dialog goes on as it was.
+        if let current = d.media, media.codec != current.codec || media.payloadType != current.payloadType { return EPROTO }
         descp.pointee = sdp.encode(offer: false)
         guard descp.pointee != nil else { return ENOMEM }
         if media != d.media, !d.finished {
@@ -184,12 +191,17 @@ final class Dialog {
         tmr_cancel(d.timer)
         d.answered = true
         d.callID = msg.map { SIPStack.string($0.pointee.callid) } ?? ""
-        guard let media = d.media else {
+        guard let media = d.media,
+            let chosen = try? SessionDescription(local: d.local, formats: SessionDescription.answerFormats(for: media))
+        else {
             // An answer with nothing in common: hang up (BYE on release).
             d.stack.finish(d)
             d.stack.emit(.failed(d.id, status: 488))
             return
         }
+        // From now on the dialog's SDP names just the codec chosen, as an inbound one does: a
+        // re-INVITE is answered with it (or refused), never with a codec the leg does not run.
+        d.sdp = chosen
         d.stack.emit(.answered(d.id, callID: d.callID, media: media))
     }
 
@@ -213,16 +225,5 @@ final class Dialog {
         } else {
             stack.emit(.ended(d.id, .lost(code: err)))
         }
-    }
-
-    /// A 401/407: the credentials for the dialled host (none: the INVITE fails with that status).
-    private static let authHandler: @convention(c) (
-        UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?, UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?,
-        UnsafePointer<CChar>?, UnsafeMutableRawPointer?
-    ) -> Int32 = { user, password, _, arg in
-        let d = dialog(arg)
-        guard let c = d.stack.credentials(forHost: d.host) else { return EAUTH }
-        guard str_dup(user, c.user) == 0, str_dup(password, c.password) == 0 else { return ENOMEM }
-        return 0
     }
 }

@@ -23,15 +23,11 @@ final class Registration {
     func start() {
         let registrar = "sip:" + uri.host + (uri.port.map { ":\($0)" } ?? "")
         let arg = Unmanaged.passUnretained(self).toOpaque()
+        let secret = stack.credentials(forHost: uri.host).flatMap(LibreCredentials.make)
+        defer { if let secret { _ = mem_deref(secret) } }
         let err = clibre_sipreg_register(
             &reg, stack.sipHandle, registrar, uri.description, nil, uri.description, stack.configuration.registrationSeconds,
-            uri.user.isEmpty ? "chamade" : uri.user,
-            { user, password, _, arg in
-                let r = Unmanaged<Registration>.fromOpaque(arg!).takeUnretainedValue()
-                guard let c = r.stack.credentials(forHost: r.uri.host) else { return EAUTH }
-                guard str_dup(user, c.user) == 0, str_dup(password, c.password) == 0 else { return ENOMEM }
-                return 0
-            }, arg,
+            uri.user.isEmpty ? "chamade" : uri.user, secret == nil ? nil : LibreCredentials.handler, secret,
             { err, msg, arg in
                 let r = Unmanaged<Registration>.fromOpaque(arg!).takeUnretainedValue()
                 let status = Int(msg?.pointee.scode ?? 0)

@@ -37,7 +37,10 @@ public final class SIPStack: @unchecked Sendable {
     /// The address put in SDP when a leg is bound to all addresses, and in our From URI.
     private(set) var localAddress = Endpoint(address: 0x7F00_0001, port: 5060)
 
-    private var mq: OpaquePointer?
+    /// The command queue: set on the SIP thread before `ready`, cleared by it at teardown; under
+    /// its lock, so a command posted while the stack stops never reaches a freed queue.
+    /// (Its address as an integer: a pointer is not Sendable.)
+    private let mq = Mutex<UInt>(0)
     private var thread: pthread_t?
     private var startResult: Result<UInt16, SIPError> = .failure(.notRunning)
     private let ready = DispatchSemaphore(value: 0)
@@ -132,12 +135,14 @@ public final class SIPStack: @unchecked Sendable {
     }
 
     private func post(_ command: Command) throws(SIPError) {
-        guard thread != nil, let mq else { throw .notRunning }
         let data = Unmanaged.passRetained(CommandBox(command)).toOpaque()
-        let err = mqueue_push(mq, 0, data)
-        if err != 0 {
+        let err = mq.withLock { bits -> Int32 in
+            guard let queue = OpaquePointer(bitPattern: bits) else { return -1 }
+            return mqueue_push(queue, 0, data)
+        }
+        guard err == 0 else {
             Unmanaged<CommandBox>.fromOpaque(data).release()
-            throw .libre(operation: "mqueue_push", code: err)
+            throw err == -1 ? .notRunning : .libre(operation: "mqueue_push", code: err)
         }
     }
 
@@ -203,11 +208,13 @@ public final class SIPStack: @unchecked Sendable {
             Unmanaged<SIPStack>.fromOpaque(arg!).takeUnretainedValue().onInvite(msg!)
         }, me)
         guard err == 0 else { return .libre(operation: "sipsess_listen", code: err) }
-        err = mqueue_alloc(&mq, { _, data, arg in
+        var queue: OpaquePointer?
+        err = mqueue_alloc(&queue, { _, data, arg in
             let box = Unmanaged<CommandBox>.fromOpaque(data!).takeRetainedValue()
             Unmanaged<SIPStack>.fromOpaque(arg!).takeUnretainedValue().run(box.command)
         }, me)
         guard err == 0 else { return .libre(operation: "mqueue_alloc", code: err) }
+        mq.withLock { $0 = UInt(bitPattern: queue.map { Int(bitPattern: $0) } ?? 0) }
         registrations = configuration.registrations.enumerated().map { i, uri in
             Registration(stack: self, index: i, uri: uri)
         }
@@ -234,8 +241,12 @@ public final class SIPStack: @unchecked Sendable {
         reap()
         for r in registrations { r.release() }
         registrations.removeAll()
-        if let mq { _ = mem_deref(UnsafeMutableRawPointer(mq)) }
-        mq = nil
+        mq.withLock { bits in
+            if let queue = OpaquePointer(bitPattern: bits) { _ = mem_deref(UnsafeMutableRawPointer(queue)) }
+            bits = 0
+        }
+        // Commands that got in before the queue closed are dropped with it; their boxes leak
+        // (a few bytes, only at stop).
         if let sock { _ = mem_deref(UnsafeMutableRawPointer(sock)) }
         sock = nil
         if let sip {
@@ -250,7 +261,7 @@ public final class SIPStack: @unchecked Sendable {
     private func run(_ command: Command) {
         switch command {
         case .dial(let id, let uri, let local, let name):
-            let dialog = Dialog(stack: self, id: id, inbound: false, host: uri.host)
+            let dialog = Dialog(stack: self, id: id, inbound: false)
             dialogs[id.rawValue] = dialog
             if let status = dialog.connect(sock: sock, to: uri, local: rtpAddress(local), displayName: name) {
                 finish(dialog)
@@ -259,7 +270,9 @@ public final class SIPStack: @unchecked Sendable {
         case .answer(let id, let local):
             dialogs[id.rawValue]?.answer(local: rtpAddress(local))
         case .reject(let id, let status, let reason):
-            guard let d = dialogs[id.rawValue], d.reject(status: status, reason: reason) else { return }
+            guard let d = dialogs[id.rawValue] else { return }
+            // Answered meanwhile (an answer command came first): released, it hangs up with a BYE.
+            _ = d.reject(status: status, reason: reason)
             finish(d)
         case .hangUp(let id):
             guard let d = dialogs[id.rawValue] else { return }
@@ -299,7 +312,7 @@ public final class SIPStack: @unchecked Sendable {
             return
         }
         let id = newDialogID()
-        let dialog = Dialog(stack: self, id: id, inbound: true, host: "")
+        let dialog = Dialog(stack: self, id: id, inbound: true)
         guard let media = dialog.offered(msg, local: localAddress.with(port: 0)) else {
             _ = clibre_sip_replyf(sip, msg, 488, "Not Acceptable Here", "")
             return

@@ -83,11 +83,14 @@ final class SessionDescription {
         while let entry = le {
             if let raw = entry.pointee.data {
                 let f = raw.assumingMemoryBound(to: sdp_format.self).pointee
-                let name = f.name.map { String(cString: $0).lowercased() } ?? ""
+                // A static payload type may come without `a=rtpmap` (RFC 3551): 0 is PCMU, 8 PCMA.
+                let named = f.name.map { String(cString: $0).lowercased() } ?? ""
+                let name = !named.isEmpty ? named : f.pt == 0 ? "pcmu" : f.pt == 8 ? "pcma" : ""
+                let g711Rate = f.srate == 8000 || (named.isEmpty && f.srate == 0)
                 if f.sup, (0...127).contains(f.pt) {
                     switch name {
-                    case "pcmu" where chosen == nil && f.srate == 8000: chosen = (.pcmu, Int(f.pt))
-                    case "pcma" where chosen == nil && f.srate == 8000: chosen = (.pcma, Int(f.pt))
+                    case "pcmu" where chosen == nil && g711Rate: chosen = (.pcmu, Int(f.pt))
+                    case "pcma" where chosen == nil && g711Rate: chosen = (.pcma, Int(f.pt))
                     case "opus" where chosen == nil && f.srate == 48000: chosen = (.opus, Int(f.pt))
                     case "telephone-event": events.append((f.srate, Int(f.pt)))
                     default: break

@@ -103,15 +103,11 @@ final class CallStore: Sendable {
                 engine: engine, capacity: configuration.roomCapacity, media: media,
                 onLegEvent: legEventHandler(roomKey: roomKey, handle: handle))
             if case .sipOut(let uri) = handle.kind, let sip {
-                try handle.dialOnce { ports throws(APIError) in
+                try handle.dialOnce(media: media) { ports throws(APIError) in
                     do throws(SIPError) {
                         return try sip.dial(uri, room: roomKey, ports: ports, displayName: agentName)
                     } catch {
                         throw APIError.badRequest("sip_unavailable", "cannot dial \(uri): \(error)")
-                    }
-                } reserve: { () throws(APIError) in
-                    do throws(RTPLegError) { return try media.reservePorts() } catch {
-                        throw APIError(.serviceUnavailable, "rtp_unavailable", "cannot reserve RTP ports: \(error)")
                     }
                 }
             }
@@ -153,8 +149,15 @@ final class CallStore: Sendable {
         }
         byParticipant.withLockedValue { $0[participant.id] = call }
         events.publish(apiKey: apiKey, state: initial, callID: call.id)
-        // The dialog may have been answered between reading its state and the commit.
-        if initial == .connecting, handle.link.answered { activate([call], leg: handle.leg, sipCallID: handle.link.sipCallID) }
+        // The dialog may have been answered, or be over, between reading its state and the commit
+        // (the events of a room's dialog see only the calls committed in it).
+        let now = handle.link
+        if now.over {
+            if let status = now.failedStatus { call.broadcast(text: WireJSON.encode(ServerMessage.callFailed(status: status))) }
+            try? end(call)
+        } else if initial == .connecting, now.answered {
+            activate([call], leg: handle.leg, sipCallID: now.sipCallID)
+        }
         return call
     }
 
@@ -366,6 +369,14 @@ final class RoomHandle: Sendable {
         var dialog: SIPDialogID?
         var answered = false
         var sipCallID: String?
+        /// The media the dialog runs (what the leg was opened with, updated by re-INVITEs).
+        var media: SIPMedia?
+        /// The dialog is over (failed, or ended by the far end); `failedStatus` for an INVITE that
+        /// failed. A call that joins after this ends at once.
+        var over = false
+        var failedStatus: Int?
+        /// An inbound call's answer (accept or refuse) has been claimed.
+        var decided = false
     }
 
     let nativeRate: SampleRate
@@ -418,20 +429,42 @@ final class RoomHandle: Sendable {
     }
 
     /// The first call of an outbound `sip` room dials (once): ports for the offer, then the INVITE.
-    func dialOnce(
-        _ dial: (RTPPortReservation) throws(APIError) -> SIPDialogID, reserve: () throws(APIError) -> RTPPortReservation
-    ) throws(APIError) {
+    func dialOnce(media: ServerMedia, _ dial: (RTPPortReservation) throws(APIError) -> SIPDialogID) throws(APIError) {
         try state.withTypedLock { (s: inout State) throws(APIError) in
-            guard s.link.dialog == nil, !s.closed else { return }
-            let ports = try reserve()
-            s.ports = ports
-            s.link.dialog = try dial(ports)
+            guard s.link.dialog == nil, !s.link.over, !s.closed else { return }
+            let ports: RTPPortReservation
+            do throws(RTPLegError) { ports = try media.reservePorts() } catch {
+                throw APIError(.serviceUnavailable, "rtp_unavailable", "cannot reserve RTP ports: \(error)")
+            }
+            do throws(APIError) {
+                s.link.dialog = try dial(ports)
+                s.ports = ports
+            } catch {
+                media.cancel(ports)
+                throw error
+            }
         }
     }
 
+    /// Claims the answer to a ringing inbound call (accept or refuse, once).
+    func claimDecision() -> Bool {
+        state.withLockedValue { s in
+            guard !s.link.decided, !s.link.over else { return false }
+            s.link.decided = true
+            return true
+        }
+    }
+
+    /// Whether `dialog` is this room's live dialog (a late event of an earlier one is not).
+    func runs(_ dialog: SIPDialogID) -> Bool { state.withLockedValue { $0.link.dialog == dialog && !$0.link.over } }
+
+    /// A re-INVITE changed the media.
+    func update(_ media: SIPMedia) { state.withLockedValue { $0.link.media = media } }
+
     /// The dialog has media: the leg opens (on the offered ports for an outbound room).
     func openLeg(
-        media: ServerMedia, configuration: RTPLegConfiguration, sipCallID: String, onLegEvent: @escaping @Sendable (RTPLegEvent) -> Void
+        media: ServerMedia, configuration: RTPLegConfiguration, negotiated: SIPMedia, sipCallID: String,
+        onLegEvent: @escaping @Sendable (RTPLegEvent) -> Void
     ) throws(APIError) -> RTPLeg {
         try state.withTypedLock { (s: inout State) throws(APIError) -> RTPLeg in
             guard !s.closed, let room = s.room else { throw APIError.callEnded }
@@ -443,6 +476,7 @@ final class RoomHandle: Sendable {
                 s.leg = leg
                 s.link.answered = true
                 s.link.sipCallID = sipCallID
+                s.link.media = negotiated
                 return leg
             } catch {
                 if let ports { media.cancel(ports) }
@@ -451,8 +485,15 @@ final class RoomHandle: Sendable {
         }
     }
 
-    /// The dialog is over (the far end ended it): nothing to hang up when the room closes.
-    func dialogEnded() { state.withLockedValue { $0.link.dialog = nil } }
+    /// The dialog is over (failed with `status`, or ended): nothing to hang up when the room
+    /// closes, and a call that joins now ends at once.
+    func dialogOver(failedStatus status: Int? = nil) {
+        state.withLockedValue { s in
+            s.link.dialog = nil
+            s.link.over = true
+            s.link.failedStatus = status
+        }
+    }
 
     /// Closes the handle; returns what to release: the room, its leg, a dialog to hang up, unused ports.
     func close() -> (room: Room?, leg: RTPLeg?, dialog: SIPDialogID?, ports: RTPPortReservation?) {

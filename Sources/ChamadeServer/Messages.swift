@@ -85,6 +85,10 @@ enum ServerMessage {
         }
     }
 
+    static func callFailed(status: Int) -> CallFailed {
+        CallFailed(message: "The SIP call failed with status \(status)\(status == 408 ? " (no final answer in time)" : "").", sipStatus: status)
+    }
+
     static func bridgeDisconnected(_ why: String) -> Error {
         Error(code: "bridge_disconnected", message: "\(why) Create the call again with the same meeting_url to reconnect.")
     }

@@ -59,11 +59,20 @@ extension CallStore {
     /// `POST …/accept`: the leg opens on the offer's media and the 200 answers with its port.
     func accept(_ call: Call) throws(APIError) {
         guard call.state == .ringing, let sip, let handle = handle(of: call), case .sipIn(let incoming) = handle.kind,
-            let dialog = handle.link.dialog
+            let dialog = handle.link.dialog, handle.claimDecision()
         else { throw notRinging(call, action: "accepted") }
-        let leg = try handle.openLeg(
-            media: media, configuration: legConfiguration(incoming.media), sipCallID: incoming.callID,
-            onLegEvent: legEventHandler(roomKey: call.roomKey, handle: handle))
+        let leg: RTPLeg
+        do throws(APIError) {
+            leg = try handle.openLeg(
+                media: media, configuration: legConfiguration(incoming.media), negotiated: incoming.media,
+                sipCallID: incoming.callID, onLegEvent: legEventHandler(roomKey: call.roomKey, handle: handle))
+        } catch {
+            // No media, no call: the caller hears 503 and the call ends.
+            handle.dialogOver()
+            sip.reject(dialog, status: 503, reason: "Service Unavailable")
+            try? end(call)
+            throw error
+        }
         direct(leg, incoming.media)
         do throws(SIPError) { try sip.answer(dialog, localRTP: leg.local) } catch {
             throw APIError(.serviceUnavailable, "sip_unavailable", "cannot answer: \(error)")
@@ -73,10 +82,10 @@ extension CallStore {
 
     /// `POST …/refuse`: 603 Decline, and the call is `refused`.
     func refuse(_ call: Call) throws(APIError) {
-        guard call.state == .ringing, let sip, let handle = handle(of: call), let dialog = handle.link.dialog else {
-            throw notRinging(call, action: "refused")
-        }
-        handle.dialogEnded()
+        guard call.state == .ringing, let sip, let handle = handle(of: call), let dialog = handle.link.dialog,
+            handle.claimDecision()
+        else { throw notRinging(call, action: "refused") }
+        handle.dialogOver()
         sip.reject(dialog, status: 603, reason: "Decline")
         try end(call, as: .refused)
     }
@@ -91,13 +100,14 @@ extension CallStore {
         guard let (roomKey, handle) = room(of: dialog) else { return sip?.hangUp(dialog) ?? () }
         do throws(APIError) {
             let leg = try handle.openLeg(
-                media: media, configuration: legConfiguration(negotiated), sipCallID: sipCallID,
+                media: media, configuration: legConfiguration(negotiated), negotiated: negotiated, sipCallID: sipCallID,
                 onLegEvent: legEventHandler(roomKey: roomKey, handle: handle))
             direct(leg, negotiated)
             activate(calls(in: roomKey), leg: leg, sipCallID: sipCallID)
         } catch {
             sip?.hangUp(dialog)
-            handle.dialogEnded()
+            handle.dialogOver()
+            if error.code == APIError.callEnded.code { return }  // the room closed meanwhile: nobody to tell
             let text = WireJSON.encode(ServerMessage.bridgeDisconnected("The call was answered but its media could not start: \(error.message)."))
             for c in calls(in: roomKey) {
                 c.broadcast(text: text)
@@ -110,9 +120,8 @@ extension CallStore {
     func dialogFailed(_ dialog: SIPDialogID, status: Int) {
         guard let (roomKey, handle) = room(of: dialog) else { return }
         sip?.forget(dialog)
-        handle.dialogEnded()
-        let text = WireJSON.encode(ServerMessage.CallFailed(
-            message: "The SIP call failed with status \(status)\(status == 408 ? " (no final answer in time)" : "").", sipStatus: status))
+        handle.dialogOver(failedStatus: status)
+        let text = WireJSON.encode(ServerMessage.callFailed(status: status))
         for c in calls(in: roomKey) {
             c.broadcast(text: text)
             try? end(c)
@@ -123,14 +132,17 @@ extension CallStore {
     func dialogEnded(_ dialog: SIPDialogID) {
         guard let (roomKey, handle) = room(of: dialog) else { return }
         sip?.forget(dialog)
-        handle.dialogEnded()
+        handle.dialogOver()
         for c in calls(in: roomKey) { try? end(c) }
     }
 
     /// A re-INVITE: hold or resume, or the far end moved.
     func dialogMediaChanged(_ dialog: SIPDialogID, media negotiated: SIPMedia) {
         guard let (_, handle) = room(of: dialog), let leg = handle.leg else { return }
-        if negotiated.peerReceives && negotiated.remote != leg.remote { leg.redirect(to: negotiated.remote) }
+        // Only an address the SDP moved: the leg may have latched on to the packets' true source
+        // (symmetric RTP, behind a NAT), which a re-INVITE that keeps its address must not undo.
+        if negotiated.peerReceives, negotiated.remote != handle.link.media?.remote { leg.redirect(to: negotiated.remote) }
+        handle.update(negotiated)
         direct(leg, negotiated)
     }
 
@@ -163,7 +175,10 @@ extension CallStore {
     private func legConfiguration(_ media: SIPMedia) -> RTPLegConfiguration {
         var leg = RTPLegConfiguration(
             codec: media.codec, remote: media.remote, payloadType: media.payloadType,
-            telephoneEventPayloadType: media.telephoneEventPayloadType ?? 101, timeoutSeconds: configuration.rtpTimeoutSeconds,
+            // With no telephone-event negotiated, a payload type the audio does not use: digits sent
+            // then are lost, but audio is never read as digits.
+            telephoneEventPayloadType: media.telephoneEventPayloadType ?? (media.payloadType == 101 ? 102 : 101),
+            timeoutSeconds: configuration.rtpTimeoutSeconds,
             canonicalName: "chamade@sip")
         leg.packetMilliseconds = media.packetMilliseconds ?? 20
         return leg
@@ -171,8 +186,10 @@ extension CallStore {
 
     private func handle(of call: Call) -> RoomHandle? { handle(roomKey: call.roomKey) }
 
+    /// The room whose live dialog this is (a late event of a dialog whose room closed, even if a
+    /// new room has the same meeting URL, finds none).
     private func room(of dialog: SIPDialogID) -> (RoomKey, RoomHandle)? {
-        guard let key = sip?.room(of: dialog), let handle = handle(roomKey: key) else { return nil }
+        guard let key = sip?.room(of: dialog), let handle = handle(roomKey: key), handle.runs(dialog) else { return nil }
         return (key, handle)
     }
 }

@@ -82,10 +82,12 @@ final class ServerMedia: Sendable {
     }
 
     /// Legs bind the server's address when it is an IPv4 literal (`localhost` is 127.0.0.1), else all
-    /// addresses.
+    /// addresses; all addresses, too, when SIP listens on another address than HTTP (a SIP leg's
+    /// SDP then names the SIP address).
     private func makeRuntime() throws(RTPLegError) -> MediaRuntime {
         let host = configuration.host == "localhost" ? "127.0.0.1" : configuration.host
-        let bind = Endpoint(host: host, port: 0) != nil ? host : "0.0.0.0"
+        let sipElsewhere = configuration.sip.map { $0.host != host } ?? false
+        let bind = Endpoint(host: host, port: 0) != nil && !sipElsewhere ? host : "0.0.0.0"
         return try MediaRuntime(configuration: .init(bindAddress: bind, ports: configuration.rtpPorts))
     }
 }

@@ -441,9 +441,12 @@ def test_inbound_call_refused(server, tmp_path):
             await ws.close()
             return seen
         seen = run(go(), timeout=20)
-        sipp.finish(10)
+        msgs = sipp.finish(10)
         assert not [m for m in seen if m.get("type") == "call_error"], seen
         assert get_call(server, call)["state"] == "refused"
+        # A whole response: its empty body declared (libre writes a refusal's headers as given).
+        decline = next(m for m in msgs if m.status == 603)
+        assert (decline.header("content-length") or "").strip() == "0", decline.text()
         assert api(server, "POST", f"/api/call/{call['call_id']}/accept").status_code == 409
 
 
