@@ -291,6 +291,11 @@ public struct JitterBuffer: ~Copyable {
     /// The playout point P (start of the next block).
     var playout: Int64 = 0
     var lastHandedSequence: Int64?
+    /// Sequence numbers of this stream taken by packets of another payload type (RFC 4733 events
+    /// interleaved with the audio), not yet passed by playout: they are not losses.
+    let foreign: UnsafeMutablePointer<Int64>
+    var foreignCount = 0
+    static let foreignCapacity = 64
     var target: Int64
     var level: Int64 = 0
     var highRun = 0
@@ -359,6 +364,7 @@ public struct JitterBuffer: ~Copyable {
         items = .allocate(capacity: Self.itemCapacity)
         items.initialize(repeating: .conceal(sampleCount: 0, following: nil), count: Self.itemCapacity)
         delays = .allocate(capacity: windowCapacity)
+        foreign = .allocate(capacity: Self.foreignCapacity)
         delays.initialize(repeating: 0, count: windowCapacity)
     }
 
@@ -371,6 +377,7 @@ public struct JitterBuffer: ~Copyable {
         handed.deallocate()
         items.deallocate()
         delays.deallocate()
+        foreign.deallocate()
     }
 
     // MARK: Public API
@@ -497,6 +504,37 @@ public struct JitterBuffer: ~Copyable {
         return restartReason.map { .restarted($0) } ?? .accepted
     }
 
+    /// A packet of this stream with another payload type (an RFC 4733 event between the audio
+    /// packets): its sequence number is not a loss. Not counted as received audio; a duplicate or
+    /// one from another SSRC changes nothing. Real-time safe.
+    public mutating func noteOtherPayload(sequence: UInt16, ssrc packetSSRC: UInt32) {
+        guard state != .idle, packetSSRC == ssrc else { return }
+        let delta = Int64(Int16(bitPattern: sequence &- UInt16(truncatingIfNeeded: highestSequence)))
+        let extended = highestSequence + delta
+        if delta > 0 {
+            guard delta < 3000 else { return }
+            seenMask = delta >= 64 ? 1 : (seenMask << UInt64(delta)) | 1
+            highestSequence = extended
+        } else {
+            let age = -delta
+            guard age < 64 else { return }
+            let bit: UInt64 = 1 << UInt64(age)
+            guard seenMask & bit == 0 else { return }
+            seenMask |= bit
+        }
+        if let last = lastHandedSequence, extended <= last {
+            // Playout passed it already and counted it lost.
+            counts.packetsLost = max(0, counts.packetsLost - 1)
+        } else {
+            if foreignCount == Self.foreignCapacity {
+                foreignCount -= 1
+                foreign[0] = foreign[foreignCount]
+            }
+            foreign[foreignCount] = extended
+            foreignCount += 1
+        }
+    }
+
     /// Answers for the next 20 ms block: advances the playout point by one block when playing.
     /// Read the items with `item(_:)` before the next `insert`, `pull` or `reset`. Real-time safe.
     public mutating func pull() -> Block {
@@ -590,6 +628,7 @@ public struct JitterBuffer: ~Copyable {
         itemCount = 0
         coverEnd = nil
         lastHandedSequence = nil
+        foreignCount = 0
         playout = 0
         level = 0
         highRun = 0
@@ -659,7 +698,21 @@ public struct JitterBuffer: ~Copyable {
     /// Playout passed `sequence`: the sequence numbers skipped since the last one passed are lost.
     mutating func passSequence(_ sequence: Int64) {
         if let last = lastHandedSequence {
-            if sequence > last + 1 { counts.packetsLost += Int(sequence - last - 1) }
+            if sequence > last + 1 {
+                var missing = sequence - last - 1
+                var i = 0
+                while i < foreignCount {
+                    let f = foreign[i]
+                    guard f < sequence else {
+                        i += 1
+                        continue
+                    }
+                    if f > last { missing -= 1 }
+                    foreignCount -= 1
+                    foreign[i] = foreign[foreignCount]
+                }
+                counts.packetsLost += Int(missing)
+            }
             lastHandedSequence = max(last, sequence)
         } else {
             lastHandedSequence = sequence

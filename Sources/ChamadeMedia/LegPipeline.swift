@@ -156,6 +156,7 @@ final class LegPipeline {
         if header.payloadType == configuration.telephoneEventPayloadType {
             guard let event = try? TelephoneEvent.parse(body) else { return invalid() }
             accept(from: d.source, arrival: arrival)
+            playout.jitter.noteOtherPayload(sequence: header.sequenceNumber, ssrc: header.ssrc)
             if let report = digitsIn.receive(event, timestamp: header.timestamp) {
                 shared.counters.eventsReceived.add(1, ordering: .relaxed)
                 let digit = Character(Unicode.Scalar(report.digit))

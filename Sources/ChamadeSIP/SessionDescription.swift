@@ -24,8 +24,8 @@ final class SessionDescription {
         Format(id: "0", name: "PCMU", clockRate: 8000, channels: 1),
         Format(id: "8", name: "PCMA", clockRate: 8000, channels: 1),
         Format(id: "111", name: "opus", clockRate: 48000, channels: 2, parameters: "useinbandfec=1"),
-        Format(id: "101", name: "telephone-event", clockRate: 8000, channels: 1, parameters: "0-16"),
-        Format(id: "110", name: "telephone-event", clockRate: 48000, channels: 1, parameters: "0-16"),
+        Format(id: "101", name: "telephone-event", clockRate: 8000, channels: 1, parameters: "0-15"),
+        Format(id: "110", name: "telephone-event", clockRate: 48000, channels: 1, parameters: "0-15"),
     ]
 
     /// `local` is where our RTP is (port 0 until a leg's port is known).
@@ -131,7 +131,7 @@ final class SessionDescription {
             }
         if let te = media.telephoneEventPayloadType {
             let rate = UInt32(media.telephoneEventClockRate ?? media.codec.clockRate)
-            formats.append(Format(id: "\(te)", name: "telephone-event", clockRate: rate, channels: 1, parameters: "0-16"))
+            formats.append(Format(id: "\(te)", name: "telephone-event", clockRate: rate, channels: 1, parameters: "0-15"))
         }
         return formats
     }

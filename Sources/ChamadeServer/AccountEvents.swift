@@ -5,15 +5,19 @@ import NIOConcurrencyHelpers
 /// calls as `call_state`, and `call_ringing` when an inbound call starts ringing. Each subscriber is
 /// a WebSocket's outbox, so a slow subscriber is bounded like any other socket.
 final class AccountEvents: Sendable {
-    private let subscribers = NIOLockedValueBox<[String: [ObjectIdentifier: Outbox]]>([:])
+    private let subscribers = NIOLockedValueBox<[String: [ObjectIdentifier: EventSubscription]]>([:])
 
-    func subscribe(apiKey: String, _ outbox: Outbox) {
-        subscribers.withLockedValue { $0[apiKey, default: [:]][ObjectIdentifier(outbox)] = outbox }
+    /// A subscriber of the key's events from now on (the upgrade is decided: its socket is not
+    /// ready yet).
+    func subscribe(apiKey: String) -> EventSubscription {
+        let subscription = EventSubscription()
+        subscribers.withLockedValue { $0[apiKey, default: [:]][ObjectIdentifier(subscription)] = subscription }
+        return subscription
     }
 
-    func unsubscribe(apiKey: String, _ outbox: Outbox) {
+    func unsubscribe(apiKey: String, _ subscription: EventSubscription) {
         subscribers.withLockedValue { s in
-            s[apiKey]?.removeValue(forKey: ObjectIdentifier(outbox))
+            s[apiKey]?.removeValue(forKey: ObjectIdentifier(subscription))
             if s[apiKey]?.isEmpty == true { s.removeValue(forKey: apiKey) }
         }
     }
@@ -36,7 +40,38 @@ final class AccountEvents: Sendable {
         let targets = subscribers.withLockedValue { $0[apiKey].map { Array($0.values) } ?? [] }
         guard !targets.isEmpty else { return }
         let text = WireJSON.encode(event)
-        for t in targets { t.send(text: text) }
+        for t in targets { t.deliver(text) }
+    }
+}
+
+/// One `GET /api/events` socket's subscription. It starts when the upgrade is decided, before the
+/// client sees the 101, so an event of a call the client creates right after connecting is never
+/// missed; what comes before the socket is ready waits here, in order (at most `maxPending`).
+final class EventSubscription: Sendable {
+    private struct State {
+        var outbox: Outbox?
+        var pending: [String] = []
+    }
+    private let state = NIOLockedValueBox(State())
+    static let maxPending = 4096
+
+    func deliver(_ text: String) {
+        state.withLockedValue { s in
+            if let outbox = s.outbox {
+                outbox.send(text: text)
+            } else if s.pending.count < Self.maxPending {
+                s.pending.append(text)
+            }
+        }
+    }
+
+    /// The socket is ready: what waited goes first.
+    func attach(_ outbox: Outbox) {
+        state.withLockedValue { s in
+            for text in s.pending { outbox.send(text: text) }
+            s.pending = []
+            s.outbox = outbox
+        }
     }
 }
 

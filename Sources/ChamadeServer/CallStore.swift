@@ -133,6 +133,9 @@ final class CallStore: Sendable {
             id: "call_" + Self.randomToken(12), apiKey: apiKey, platform: platform, meetingURL: meetingURL,
             agentName: agentName, roomKey: roomKey, room: room, participant: participant, leg: handle.leg, state: initial,
             direction: direction, caller: caller, sipCallID: link.sipCallID)
+        // Announced before it can be found: an event of the room's dialog (the 2xx making it
+        // active) can only reach the call after this, so its key hears the states in order.
+        events.publish(apiKey: apiKey, state: initial, callID: call.id)
         let committed = state.withLockedValue { s -> Bool in
             s.reserved[apiKey, default: 1] -= 1
             if s.reserved[apiKey] == 0 { s.reserved.removeValue(forKey: apiKey) }
@@ -145,10 +148,10 @@ final class CallStore: Sendable {
         guard committed else {
             participant.leave()
             release(reservationOf: nil, in: roomKey)
+            events.publish(apiKey: apiKey, state: .ended, callID: call.id)
             throw APIError.shuttingDown
         }
         byParticipant.withLockedValue { $0[participant.id] = call }
-        events.publish(apiKey: apiKey, state: initial, callID: call.id)
         // The dialog may have been answered, or be over, between reading its state and the commit
         // (the events of a room's dialog see only the calls committed in it).
         let now = handle.link

@@ -11,6 +11,8 @@ final class ServerCore: Sendable {
     let keys: APIKeys
     let events: AccountEvents
     let store: CallStore
+    /// `/api/events` subscriptions made at the upgrade decision, until their socket runs.
+    let pendingSubscriptions = NIOLockedValueBox<[ObjectIdentifier: EventSubscription]>([:])
     let counters = ServerCounters()
     let metrics = ServerMetrics()
     let logger: Logger

@@ -32,15 +32,14 @@ struct WebSocketRoutes: Sendable {
                 channel: context.requestContext.channel, inbound: inbound, outbound: outbound)
         }
         router.ws("/api/events") { request, context in
-            guard core.keys.match(APIKeys.presented(in: request.head, allowQuery: true)) != nil else {
+            guard let key = core.keys.match(APIKeys.presented(in: request.head, allowQuery: true)) else {
                 UpgradeRejection.record(.unauthorized, for: context.channel)
                 return .dontUpgrade
             }
+            core.subscribeEvents(apiKey: key, channel: context.channel)
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
-            await core.runEvents(
-                head: context.request.head, channel: context.requestContext.channel, inbound: inbound,
-                outbound: outbound)
+            await core.runEvents(channel: context.requestContext.channel, inbound: inbound, outbound: outbound)
         }
         return router
     }
@@ -83,16 +82,18 @@ extension ServerCore {
         outbox.sizeBuffers(forFrameBytes: participant.sampleRate.blockByteCount)
         try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
         let session = Session(call: call, participant: participant, outbox: outbox, store: store)
-        let state: CallState? = call.withLock { m in
-            guard !m.state.isFinal else { return nil }
+        // The opening state is queued under the call's lock, as the session joins: a change
+        // broadcast to the call's sessions (connecting → active) cannot overtake it.
+        let joined: Bool = call.withLock { m in
+            guard !m.state.isFinal else { return false }
             m.sessions[ObjectIdentifier(session)] = session
-            return m.state
+            session.send(ServerMessage.State(state: m.state))
+            return true
         }
-        guard let state else {
+        guard joined else {
             try? await outbound.write(.text(WireJSON.encode(ServerMessage.State(state: .ended))))
             return
         }
-        session.send(ServerMessage.State(state: state))
         await serve(outbox: outbox, channel: channel, inbound: inbound, outbound: outbound) { message in
             switch message {
             case .binary(let buffer): session.handle(binary: buffer)
@@ -108,15 +109,25 @@ extension ServerCore {
     }
 
     /// Runs an account events socket until it closes. What the client sends is ignored.
-    func runEvents(head: HTTPRequest, channel: any Channel, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter)
-        async
-    {
-        guard let key = keys.match(APIKeys.presented(in: head, allowQuery: true)) else { return }
+    /// Subscribes a key's events socket when its upgrade is decided (before the 101): events from
+    /// then on wait for the socket. The subscription ends when the connection closes.
+    func subscribeEvents(apiKey: String, channel: any Channel) {
+        let subscription = events.subscribe(apiKey: apiKey)
+        let id = ObjectIdentifier(channel)
+        pendingSubscriptions.withLockedValue { $0[id] = subscription }
+        channel.closeFuture.whenComplete { [events, pendingSubscriptions] _ in
+            events.unsubscribe(apiKey: apiKey, subscription)
+            pendingSubscriptions.withLockedValue { _ = $0.removeValue(forKey: id) }
+        }
+    }
+
+    func runEvents(channel: any Channel, inbound: WebSocketInboundStream, outbound: WebSocketOutboundWriter) async {
+        guard let subscription = pendingSubscriptions.withLockedValue({ $0.removeValue(forKey: ObjectIdentifier(channel)) })
+        else { return }
         let outbox = Outbox(channel: channel, counters: counters)
         try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
-        events.subscribe(apiKey: key, outbox)
+        subscription.attach(outbox)
         await serve(outbox: outbox, channel: channel, inbound: inbound, outbound: outbound) { _ in }
-        events.unsubscribe(apiKey: key, outbox)
     }
 
     /// Reads messages until the connection ends, while a second task closes the socket when its

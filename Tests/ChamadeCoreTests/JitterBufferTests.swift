@@ -469,6 +469,35 @@ struct JitterBufferMisuseTests {
     }
 
     /// Too large, too short or too long, and no free slot: refused, counted, nothing else changes.
+    /// RFC 4733 events interleave with the audio and take sequence numbers: noted as another
+    /// payload's, they are not losses, whether noted before playout passes them or after (a late
+    /// event packet takes back the loss); a duplicate note changes nothing; a true gap still counts.
+    @Test func otherPayloadsAreNotLosses() throws {
+        var jb = try JitterBuffer(configuration: g711)
+        // Audio on sequence numbers 100 101 104 105 107 108 110; events on 102 103 (noted at once),
+        // 106 (noted after playout passed it, twice); 109 is lost.
+        let audio: [UInt16] = [100, 101, 104, 105, 107, 108, 110]
+        for (k, seq) in audio.enumerated() {
+            let bytes = [UInt8](repeating: 0xFF, count: 160)
+            _ = bytes.withUnsafeBytes {
+                jb.insert(
+                    sequence: seq, timestamp: UInt32(k) * 160, ssrc: 7, marker: k == 0, payload: $0, sampleCount: 160,
+                    arrival: Int64(k) * 20_000_000)
+            }
+            if seq == 101 {
+                jb.noteOtherPayload(sequence: 102, ssrc: 7)
+                jb.noteOtherPayload(sequence: 103, ssrc: 7)
+                jb.noteOtherPayload(sequence: 103, ssrc: 9)  // another stream's: nothing
+            }
+            _ = jb.pull()
+        }
+        #expect(jb.statistics.packetsLost == 2)  // 106 (not noted yet) and 109
+        jb.noteOtherPayload(sequence: 106, ssrc: 7)
+        jb.noteOtherPayload(sequence: 106, ssrc: 7)
+        #expect(jb.statistics.packetsLost == 1)  // 109 only
+        #expect(jb.statistics.packetsReceived == audio.count)
+    }
+
     @Test func refusals() throws {
         var c = g711
         c.packetCapacity = 4
