@@ -269,6 +269,12 @@ public struct RTPReceiveStatistics: Sendable, Hashable {
         return .accepted
     }
 
+    /// Records a packet of the source that takes no part in the jitter (an RFC 4733 event between
+    /// the audio packets, its timestamp the event's start): counted received, so its sequence
+    /// number is no loss. Real-time safe.
+    @discardableResult
+    public mutating func recordSequence(_ sequence: UInt16) -> Outcome { updateSequence(sequence) }
+
     /// A report block for this source (A.3): fraction lost since the previous call, cumulative loss
     /// clamped to 24 bits, jitter truncated to whole units; `lsr`/`dlsr` from the caller's SR
     /// bookkeeping. Moves the "prior" counters. Real-time safe.

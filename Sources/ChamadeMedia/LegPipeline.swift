@@ -156,7 +156,9 @@ final class LegPipeline {
         if header.payloadType == configuration.telephoneEventPayloadType {
             guard let event = try? TelephoneEvent.parse(body) else { return invalid() }
             accept(from: d.source, arrival: arrival)
+            // Its sequence number is no loss, for our counters and for our RTCP reports.
             playout.jitter.noteOtherPayload(sequence: header.sequenceNumber, ssrc: header.ssrc)
+            receiveStatistics.recordSequence(header.sequenceNumber)
             if let report = digitsIn.receive(event, timestamp: header.timestamp) {
                 shared.counters.eventsReceived.add(1, ordering: .relaxed)
                 let digit = Character(Unicode.Scalar(report.digit))

@@ -206,8 +206,11 @@ def test_opus_from_gstreamer_through_loss_and_reordering(server):
         assert 3 <= lost <= 30, leg
         assert 240 <= received + lost <= 253 + late, leg
         assert leg["jitter_ms"] > 0, leg
-        # Every lost packet is concealed (FEC or PLC), 20 ms each; the stream's end may add a tail.
-        assert 20 <= leg["concealed_ms"] <= 20 * (lost + late) + 1500, leg
+        # Every lost packet is concealed (FEC or PLC), 20 ms each. Waits are concealed too: each of
+        # the ~25 packets netsim delays by 5-40 ms may cost up to two 20 ms waits (1 s), the
+        # stream's end three blocks, and on a loaded machine a late step of this test's sender or
+        # of the media thread one more wait now and then (CI saw 1540 ms beyond the losses).
+        assert 20 <= leg["concealed_ms"] <= 20 * (lost + late) + 2500, leg
         for family, value in [("chamade_leg_packets_received_total", received), ("chamade_leg_packets_lost_total", lost),
                               ("chamade_leg_packets_late_total", late),
                               ("chamade_leg_concealed_ms_total", leg["concealed_ms"])]:

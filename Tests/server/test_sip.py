@@ -450,6 +450,37 @@ def test_inbound_call_refused(server, tmp_path):
         assert api(server, "POST", f"/api/call/{call['call_id']}/accept").status_code == 409
 
 
+def sip_metric(text, name, labels):
+    """The value of `name{labels}` in Prometheus text (0 when absent)."""
+    for line in text.splitlines():
+        if line.startswith(f"{name}{{{labels}}} "):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_metrics_count_dialogs_and_responses(server, tmp_path):
+    """`/metrics` has the SIP families (SPEC §6): while an inbound call rings there is a ringing
+    dialog; the 100 and 180 count as 1xx sent, the refusal as one 6xx sent; once it is over the
+    ringing dialogs are back to what they were; every registration state has its line."""
+    before = api(server, "GET", "/metrics").text
+    with UdpCollector() as peer, call_in(server, tmp_path, "inbound_refuse", peer.port, from_name="") as sipp:
+        call = ringing_call(server, sipp)
+        during = api(server, "GET", "/metrics").text
+        assert api(server, "POST", f"/api/call/{call['call_id']}/refuse").status_code == 200
+        sipp.finish(10)
+    after = api(server, "GET", "/metrics").text
+    ringing = 'state="ringing"'
+    assert sip_metric(during, "chamade_sip_dialogs", ringing) == sip_metric(before, "chamade_sip_dialogs", ringing) + 1
+    assert sip_metric(after, "chamade_sip_dialogs", ringing) == sip_metric(before, "chamade_sip_dialogs", ringing)
+    sent = lambda text, k: sip_metric(text, "chamade_sip_responses_sent_total", f'class="{k}"')
+    assert sent(after, "1xx") - sent(before, "1xx") == 2, (sent(before, "1xx"), sent(after, "1xx"))
+    assert sent(after, "6xx") - sent(before, "6xx") == 1
+    received = lambda text: sip_metric(text, "chamade_sip_requests_total", 'direction="received"')
+    assert received(after) - received(before) >= 2  # the INVITE and the ACK
+    for state in ("registering", "registered", "failed"):
+        assert f'chamade_sip_registrations{{state="{state}"}} 0' in after
+
+
 def test_inbound_call_nobody_answers_gets_480(server, tmp_path):
     """Nobody accepts: --sip-ring-timeout (3 s) after the INVITE, SIPp gets 480 (and ACKs); the
     call ends (stream and account events); accept after that: 409."""

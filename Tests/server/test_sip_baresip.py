@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 import websockets
 
-from baresip_peer import Baresip
+from baresip_peer import Baresip, write_tone_wav
 from conftest import KEY1, Server, api, recv_json, run
 from rtp_peers import frame_levels, peak_frequency, playing_region, rms_dbfs, sine, windowed_snr
 
@@ -243,14 +243,16 @@ async def dtmf_to_peer(server, call_id, peer, digits="9#"):
 
 
 def test_baresip_calls_in(server, tmp_path):
-    """baresip (user bob, playing 1 kHz) calls sip:alice@ (routed to KEY1): the call rings (180 at
+    """baresip (user bob, playing a 1 kHz WAV with its aufile source) calls sip:alice@ (routed to
+    KEY1): the call rings (180 at
     baresip, `call_ringing` on the account events, `ringing` in GET /api/calls with direction,
     platform, caller and meeting_url); the agent accepts (200, `active`, a PCMU `leg` whose
     sip_call_id is baresip's Call-ID); on the WebSocket it hears 1 kHz while it talks 600 Hz; DTMF
     "123" from baresip reaches it as three call_dtmf; its DTMF "9#" reaches baresip; baresip hangs
     up: the WebSocket gets `ended` and closes, the account events say `ended`, the call is ended
     and gone from the list; baresip's recording of the call is the agent's 600 Hz."""
-    with Baresip(str(tmp_path / "bob"), tone_hz=PEER_TONE, user="bob") as peer:
+    tone = write_tone_wav(str(tmp_path / "tone.wav"), PEER_TONE, seconds=30, rate=8000)
+    with Baresip(str(tmp_path / "bob"), tone_wav=tone, user="bob") as peer:
         async def go():
             events = await AccountEvents.open(server)
             mark = peer.mark()
