@@ -240,13 +240,13 @@ def test_clear_midway_reports_dropped_ms(server):
         second = await recv_json(ws, timeout=2)
         by_type = {first["type"]: first, second["type"]: second}
         assert by_type["mark"]["name"] == "after-10s"   # a mark pending at a clear is reported at once
-        assert 7700 <= by_type["cleared"]["dropped_ms"] <= 8100, by_type
+        assert 7700 <= by_type["cleared"]["dropped_ms"] <= 8250, by_type
         r = api(server, "POST", f"/api/call/{c['call_id']}/stop-speaking")
         assert r.json() == {"dropped_ms": 0, "spoken_text": ""}
         await ws.send(np.zeros(16000 * 3, dtype="<i2").tobytes())
         await asyncio.sleep(0.5)
         dropped = api(server, "POST", f"/api/call/{c['call_id']}/stop-speaking").json()["dropped_ms"]
-        assert 2300 <= dropped <= 2600, dropped
+        assert 2300 <= dropped <= 2750, dropped
         await ws.close()
     run(go())
 
