@@ -132,7 +132,7 @@ public enum SIPEvent: Sendable, Equatable {
 
 /// One `--sip-register` address of record and how it stands.
 public struct SIPRegistrationStatus: Sendable, Equatable {
-    public enum State: String, Sendable {
+    public enum State: String, Sendable, CaseIterable {
         case registering, registered, failed
     }
     public var uri: String

@@ -156,8 +156,7 @@ final class CallStore: Sendable {
         // (the events of a room's dialog see only the calls committed in it).
         let now = handle.link
         if now.over {
-            if let status = now.failedStatus { call.broadcast(text: WireJSON.encode(ServerMessage.callFailed(status: status))) }
-            try? end(call)
+            end([call], failedStatus: now.failedStatus)
         } else if initial == .connecting, now.answered {
             activate([call], leg: handle.leg, sipCallID: now.sipCallID)
         }

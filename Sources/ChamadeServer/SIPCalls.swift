@@ -15,11 +15,11 @@ extension ServerCore {
         case .answered(let dialog, let callID, let media):
             store.dialogAnswered(dialog, sipCallID: callID, media: media)
         case .failed(let dialog, let status):
-            store.dialogFailed(dialog, status: status)
+            store.dialogOver(dialog, failedStatus: status)
         case .mediaChanged(let dialog, let media):
             store.dialogMediaChanged(dialog, media: media)
         case .ended(let dialog, _):
-            store.dialogEnded(dialog)
+            store.dialogOver(dialog)
         case .registration(let status):
             switch status.state {
             case .registered: logger.notice("SIP registered \(status.uri)")
@@ -116,24 +116,23 @@ extension CallStore {
         }
     }
 
-    /// Our INVITE failed: every call of the room gets `call_failed` with the SIP status, and ends.
-    func dialogFailed(_ dialog: SIPDialogID, status: Int) {
+    /// The dialog is over: our INVITE failed with `failedStatus` (every call of the room gets
+    /// `call_failed` with it), or the far end ended it (BYE, CANCEL) or it rang out. Every call of
+    /// the room ends.
+    func dialogOver(_ dialog: SIPDialogID, failedStatus: Int? = nil) {
         guard let (roomKey, handle) = room(of: dialog) else { return }
         sip?.forget(dialog)
-        handle.dialogOver(failedStatus: status)
-        let text = WireJSON.encode(ServerMessage.callFailed(status: status))
-        for c in calls(in: roomKey) {
-            c.broadcast(text: text)
-            try? end(c)
-        }
+        handle.dialogOver(failedStatus: failedStatus)
+        end(calls(in: roomKey), failedStatus: failedStatus)
     }
 
-    /// The far end ended the dialog (BYE, CANCEL) or it rang out: every call of the room ends.
-    func dialogEnded(_ dialog: SIPDialogID) {
-        guard let (roomKey, handle) = room(of: dialog) else { return }
-        sip?.forget(dialog)
-        handle.dialogOver()
-        for c in calls(in: roomKey) { try? end(c) }
+    /// Ends calls whose dialog is over, telling them `call_failed` first when it failed.
+    func end(_ calls: [Call], failedStatus: Int?) {
+        let failure = failedStatus.map { WireJSON.encode(ServerMessage.callFailed(status: $0)) }
+        for c in calls {
+            if let failure { c.broadcast(text: failure) }
+            try? end(c)
+        }
     }
 
     /// A re-INVITE: hold or resume, or the far end moved.

@@ -14,31 +14,30 @@ final class SIPGateway: Sendable {
     private let queue = DispatchQueue(label: "chamade.sip-events")
     private struct State {
         var running = false
-        var handler: (@Sendable (SIPEvent) -> Void)?
         /// The room of each live dialog.
         var rooms: [SIPDialogID: RoomKey] = [:]
     }
     private let state = NIOLockedValueBox(State())
+    /// Where the stack's events go once started (the hop to `queue`).
+    private let eventHandler: NIOLockedValueBox<(@Sendable (SIPEvent) -> Void)?>
 
     init(settings: ServerConfiguration.SIPSettings) {
         self.settings = settings
-        let box = NIOLockedValueBox<(@Sendable (SIPEvent) -> Void)?>(nil)
-        let routes = settings.routes
+        let handler = NIOLockedValueBox<(@Sendable (SIPEvent) -> Void)?>(nil)
+        eventHandler = handler
         stack = SIPStack(
             configuration: SIPConfiguration(
                 host: settings.host, port: UInt16(clamping: settings.port), ringTimeoutSeconds: settings.ringTimeoutSeconds,
                 credentials: settings.credentials, registrations: settings.registrations,
-                accepts: { user in routes[user] != nil || routes["*"] != nil }),
-            onEvent: { event in box.withLockedValue { $0 }?(event) })
-        eventBox = box
+                accepts: { user in settings.key(forUser: user) != nil }),
+            onEvent: { event in handler.withLockedValue { $0 }?(event) })
     }
-    private let eventBox: NIOLockedValueBox<(@Sendable (SIPEvent) -> Void)?>
 
     /// Starts the user agent; `handler` gets its events in order on the gateway's queue. Returns
     /// the bound port.
     func start(handler: @escaping @Sendable (SIPEvent) -> Void) throws(SIPError) -> Int {
         let queue = self.queue
-        eventBox.withLockedValue { $0 = { event in queue.async { handler(event) } } }
+        eventHandler.withLockedValue { $0 = { event in queue.async { handler(event) } } }
         let port = try stack.start()
         state.withLockedValue { $0.running = true }
         return Int(port)

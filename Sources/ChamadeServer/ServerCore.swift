@@ -14,7 +14,7 @@ final class ServerCore: Sendable {
     /// `/api/events` subscriptions made at the upgrade decision, until their socket runs.
     let pendingSubscriptions = NIOLockedValueBox<[ObjectIdentifier: EventSubscription]>([:])
     let counters = ServerCounters()
-    let metrics = ServerMetrics()
+    let metrics: ServerMetrics
     let logger: Logger
     /// `http(s)://HOST:PORT` once the server listens (or the advertised URL): the base of every
     /// `text_ws_url`, never taken from a request's `Host` header.
@@ -26,6 +26,7 @@ final class ServerCore: Sendable {
         self.keys = APIKeys(configuration.apiKeys)
         self.events = AccountEvents()
         self.store = CallStore(engine: engine, configuration: configuration, events: events)
+        self.metrics = ServerMetrics(sip: configuration.sip != nil)
         self.logger = logger
     }
 

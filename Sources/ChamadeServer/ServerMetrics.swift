@@ -28,9 +28,19 @@ final class ServerMetrics: Sendable {
         var tickTime: CoreMetrics.Timer
     }
     private let instruments: Instruments
+    /// The SIP families (SPEC §6), when SIP is on: dialogs and registrations by state (gauges),
+    /// responses by class each way and requests each way (counters, by a key of their labels).
+    private struct SIPInstruments: @unchecked Sendable {
+        // SAFETY: as `Instruments`.
+        var dialogs: [String: Prometheus.Gauge] = [:]
+        var registrations: [String: Prometheus.Gauge] = [:]
+        var counters: [String: Prometheus.Counter] = [:]
+    }
+    private let sipInstruments: SIPInstruments?
+    static let dialogStates = ["ringing", "connecting", "active"]
     private let last = NIOLockedValueBox<[String: Int]>([:])
 
-    init() {
+    init(sip: Bool) {
         var factory = PrometheusMetricsFactory(registry: registry)
         factory.durationHistogramBuckets["chamade_tick_seconds"] = [
             .microseconds(50), .microseconds(100), .microseconds(250), .microseconds(500), .milliseconds(1),
@@ -50,6 +60,25 @@ final class ServerMetrics: Sendable {
             legBuffer: CoreMetrics.Gauge(label: "chamade_leg_jitter_buffer_ms_max", factory: factory),
             counters: counters,
             tickTime: CoreMetrics.Timer(label: "chamade_tick_seconds", factory: factory))
+        guard sip else {
+            sipInstruments = nil
+            return
+        }
+        var i = SIPInstruments()
+        for state in Self.dialogStates {
+            i.dialogs[state] = registry.makeGauge(name: "chamade_sip_dialogs", labels: [("state", state)])
+        }
+        for state in SIPRegistrationStatus.State.allCases {
+            i.registrations[state.rawValue] = registry.makeGauge(name: "chamade_sip_registrations", labels: [("state", state.rawValue)])
+        }
+        for k in 1...6 {
+            i.counters["sent \(k)"] = registry.makeCounter(name: "chamade_sip_responses_sent_total", labels: [("class", "\(k)xx")])
+            i.counters["received \(k)"] = registry.makeCounter(name: "chamade_sip_responses_received_total", labels: [("class", "\(k)xx")])
+        }
+        for direction in ["sent", "received"] {
+            i.counters[direction] = registry.makeCounter(name: "chamade_sip_requests_total", labels: [("direction", direction)])
+        }
+        sipInstruments = i
     }
 
     static let counterNames = [
@@ -94,32 +123,28 @@ final class ServerMetrics: Sendable {
                 if delta > 0 { instruments.counters[name]?.increment(by: delta) }
                 last[name] = value
             }
+            if let sip = sipInstruments, let gateway = store.sip { update(sip, from: gateway, store: store, last: &last) }
             engine.drainTickTimes { instruments.tickTime.recordNanoseconds($0) }
         }
-        return registry.emitToString() + Self.sipFamilies(store)
+        return registry.emitToString()
     }
 
-    /// The SIP families (SPEC §6), written directly: dialogs by state, responses by class each way,
-    /// requests each way, registrations by state. Absent when SIP is off.
-    static func sipFamilies(_ store: CallStore) -> String {
-        guard let sip = store.sip else { return "" }
+    private func update(_ sip: SIPInstruments, from gateway: SIPGateway, store: CallStore, last: inout [String: Int]) {
         let dialogs = store.sipDialogCounts()
-        let stats = sip.statistics
-        var out = "# TYPE chamade_sip_dialogs gauge\n"
-        for state in ["ringing", "connecting", "active"] { out += "chamade_sip_dialogs{state=\"\(state)\"} \(dialogs[state, default: 0])\n" }
-        out += "# TYPE chamade_sip_responses_sent_total counter\n"
-        for k in 1...6 { out += "chamade_sip_responses_sent_total{class=\"\(k)xx\"} \(stats.responsesSent[k])\n" }
-        out += "# TYPE chamade_sip_responses_received_total counter\n"
-        for k in 1...6 { out += "chamade_sip_responses_received_total{class=\"\(k)xx\"} \(stats.responsesReceived[k])\n" }
-        out += "# TYPE chamade_sip_requests_total counter\n"
-        out += "chamade_sip_requests_total{direction=\"received\"} \(stats.requestsReceived)\n"
-        out += "chamade_sip_requests_total{direction=\"sent\"} \(stats.requestsSent)\n"
-        let registrations = sip.registrations
-        out += "# TYPE chamade_sip_registrations gauge\n"
-        for state in ["registering", "registered", "failed"] {
-            out += "chamade_sip_registrations{state=\"\(state)\"} \(registrations.filter { $0.state.rawValue == state }.count)\n"
+        for (state, gauge) in sip.dialogs { gauge.set(Int64(dialogs[state, default: 0])) }
+        let registrations = gateway.registrations
+        for (state, gauge) in sip.registrations { gauge.set(Int64(registrations.filter { $0.state.rawValue == state }.count)) }
+        let stats = gateway.statistics
+        var values = ["sent": stats.requestsSent, "received": stats.requestsReceived]
+        for k in 1...6 {
+            values["sent \(k)"] = stats.responsesSent[k]
+            values["received \(k)"] = stats.responsesReceived[k]
         }
-        return out
+        for (key, value) in values {
+            let delta = value - last["sip " + key, default: 0]
+            if delta > 0 { sip.counters[key]?.increment(by: Int64(delta)) }
+            last["sip " + key] = value
+        }
     }
 }
 
