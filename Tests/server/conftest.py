@@ -8,7 +8,9 @@ import threading
 import time
 
 import httpx
+import numpy as np
 import pytest
+import websockets
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BINARY = os.environ.get("CHAMADE_BIN", os.path.join(ROOT, ".build", "debug", "chamade"))
@@ -124,3 +126,43 @@ async def recv_json(ws, want_type=None, timeout=5):
             o = json.loads(m)
             if want_type is None or o.get("type") == want_type:
                 return o
+
+
+def ws_url(server, call, key=KEY1):
+    return f"{server.ws}/api/call/{call['call_id']}/stream?api_key={key}"
+
+
+async def open_stream(server, call, rate=8000, receive=True, key=KEY1, states=("active",)):
+    """A call's WebSocket whose opening `call_state` is one of `states`, configured at `rate` and
+    `receive`. Returns (ws, the call's state by then): a `call_state` that comes while the socket
+    is being configured (connecting → active) is taken into account, not skipped."""
+    ws = await websockets.connect(ws_url(server, call, key), max_size=None)
+    first = await recv_json(ws, "call_state")
+    assert first["state"] in states, first
+    state = first["state"]
+    await ws.send(json.dumps({"type": "audio_config", "sample_rate": rate, "receive": receive}))
+    while (m := await recv_json(ws))["type"] != "audio_config":
+        if m["type"] == "call_state":
+            state = m["state"]
+    assert m["ready"] is True and m["sample_rate"] == rate, m
+    return ws, state
+
+
+async def record(ws, seconds):
+    """Everything a WebSocket gets for `seconds`: its audio as int16 samples, and its text messages
+    (the server closing the socket shows as a last message of type "(closed)")."""
+    chunks, messages = [], []
+    end = time.monotonic() + seconds
+    while (left := end - time.monotonic()) > 0:
+        try:
+            m = await asyncio.wait_for(ws.recv(), left)
+        except asyncio.TimeoutError:
+            break
+        except websockets.ConnectionClosed as e:
+            messages.append({"type": "(closed)", "code": e.rcvd.code if e.rcvd else None})
+            break
+        if isinstance(m, bytes):
+            chunks.append(m)
+        else:
+            messages.append(json.loads(m))
+    return np.frombuffer(b"".join(chunks), dtype="<i2"), messages

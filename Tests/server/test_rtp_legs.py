@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import websockets
 
-from conftest import BINARY, KEY1, KEY2, Server, api, new_call, recv_json, run
+from conftest import BINARY, KEY1, KEY2, Server, api, new_call, open_stream, record, recv_json, run, ws_url
 from rtp_peers import (
     EVENT_DIGITS, G711_PT, PacedSender, Proc, UdpCollector, dtmf_packets, dumpcap, ffmpeg_g711_sender,
     ffmpeg_sdp_receiver, free_udp_port, frame_levels, g711_decode, g711_level_fraction, g711_tone_packets,
@@ -75,35 +75,6 @@ def local_port(call):
     host, port = host_port(call["leg"]["local_rtp"])
     assert host == "127.0.0.1"
     return port
-
-
-def ws_url(server, call, key=KEY1):
-    return f"{server.ws}/api/call/{call['call_id']}/stream?api_key={key}"
-
-
-async def open_ws(server, call, rate, receive, key=KEY1):
-    ws = await websockets.connect(ws_url(server, call, key), max_size=None)
-    assert (await recv_json(ws, "call_state"))["state"] == "active"
-    await ws.send(json.dumps({"type": "audio_config", "sample_rate": rate, "receive": receive}))
-    cfg = await recv_json(ws, "audio_config")
-    assert cfg["ready"] is True and cfg["sample_rate"] == rate
-    return ws
-
-
-async def record(ws, seconds):
-    """Everything a WebSocket gets for `seconds`: its audio as int16 samples, and its text messages."""
-    chunks, messages = [], []
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        try:
-            m = await asyncio.wait_for(ws.recv(), left)
-        except asyncio.TimeoutError:
-            break
-        if isinstance(m, bytes):
-            chunks.append(m)
-        else:
-            messages.append(json.loads(m))
-    return np.frombuffer(b"".join(chunks), dtype="<i2"), messages
 
 
 def check_tone(x, rate, freq, rms_dbfs_expected, level_tol_db, min_seconds):
@@ -182,7 +153,7 @@ def test_opus_from_gstreamer_through_loss_and_reordering(server):
     port = local_port(call)
 
     async def go():
-        ws = await open_ws(server, call, 48000, True)
+        ws, _ = await open_stream(server, call, 48000, True)
         with Proc(gst_opus_sender(port, 5, freq=440, volume=0.5, lossy=True)) as gst:
             x1, m1 = await record(ws, 3.0)
             middle = (await asyncio.to_thread(get_call, server, call))["leg"]  # while the stream flows
@@ -231,7 +202,7 @@ def test_opus_from_gstreamer_clean_stream(server):
     port = local_port(call)
 
     async def go():
-        ws = await open_ws(server, call, 48000, True)
+        ws, _ = await open_stream(server, call, 48000, True)
         with Proc(gst_opus_sender(port, 2, freq=440, volume=0.5, lossy=False)) as gst:
             x, messages = await record(ws, 2.8)
             assert gst.wait(5) == 0, gst.output()
@@ -266,7 +237,7 @@ def test_opus_to_gstreamer(server, tmp_path):
             wait_udp_bound(peer, proc=gst)
 
             async def go():
-                ws = await open_ws(server, call, 48000, False)
+                ws, _ = await open_stream(server, call, 48000, False)
                 await ws.send(sine(1000, 48000, 3.0, -6).tobytes())
                 await asyncio.sleep(3.4)
                 await ws.close()
@@ -295,7 +266,7 @@ def test_g711_from_ffmpeg(server, codec):
     port = local_port(call)
 
     async def go():
-        ws = await open_ws(server, call, 8000, True)
+        ws, _ = await open_stream(server, call, 8000, True)
         with Proc(ffmpeg_g711_sender(port, codec, 3, freq=440)) as ff:
             x, _ = await record(ws, 4.0)
             assert ff.wait(5) == 0, ff.output()
@@ -328,7 +299,7 @@ def test_g711_to_ffmpeg(server, codec, tmp_path):
             wait_udp_bound(peer, proc=ff)
 
             async def go():
-                ws = await open_ws(server, call, 8000, False)
+                ws, _ = await open_stream(server, call, 8000, False)
                 await ws.send(sine(1000, 8000, 4.0, -6).tobytes())
                 await asyncio.sleep(0.5)
                 t0 = time.monotonic()
@@ -384,7 +355,7 @@ def test_dtmf_received(server, codec, dtmf_pt):
     schedule += [(t + dt, d) for dt, d in nine]
 
     async def go():
-        wa, wb = await open_ws(server, a, RATE[codec], False), await open_ws(server, b, RATE[codec], False, key=KEY1)
+        (wa, _), (wb, _) = await open_stream(server, a, RATE[codec], False), await open_stream(server, b, RATE[codec], False, key=KEY1)
         with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
             sender = PacedSender(s, ("127.0.0.1", port), schedule)
             sender.start()
@@ -438,7 +409,7 @@ def test_dtmf_sent_as_rfc4733(server, codec, dtmf_pt):
             time.sleep(queued / 1000 + 0.4)
 
             async def go():
-                ws = await open_ws(server, call, rate, False)
+                ws, _ = await open_stream(server, call, rate, False)
                 await ws.send(json.dumps({"type": "dtmf", "digits": "9"}))
                 await asyncio.sleep(0.6)
                 _, messages = await record(ws, 0.1)
@@ -490,7 +461,7 @@ def test_dtmf_refusals(server):
         assert r.status_code == 409 and r.json()["error"]["code"] == "no_leg", r.text
 
         async def go():
-            ws = await open_ws(server, call, 8000, False)
+            ws, _ = await open_stream(server, call, 8000, False)
             await ws.send(json.dumps({"type": "dtmf", "digits": "Z"}))
             assert (await recv_json(ws, "call_error"))["code"] == "invalid_dtmf"
             await ws.send(json.dumps({"type": "audio_config"}))
@@ -602,7 +573,7 @@ def test_symmetric_rtp_follows_the_source(server):
         sender = PacedSender(actual.sock, ("127.0.0.1", port), schedule)
         try:
             async def go():
-                ws = await open_ws(server, call, 8000, False)
+                ws, _ = await open_stream(server, call, 8000, False)
                 await ws.send(sine(600, 8000, 2.6, -6).tobytes())
                 await asyncio.sleep(0.8)
                 sender.start()
@@ -690,7 +661,7 @@ def test_malformed_datagrams_do_not_disturb_the_stream(server):
         bad_sender = PacedSender(stranger.sock, dest, other)
         try:
             async def go():
-                ws = await open_ws(server, call, 8000, True)
+                ws, _ = await open_stream(server, call, 8000, True)
                 await ws.send(sine(500, 8000, 4.5, -12).tobytes())  # the agent talks, too
                 good_sender.start()
                 bad_sender.start()
@@ -738,7 +709,7 @@ def test_malformed_datagrams_do_not_disturb_the_stream(server):
     a, b = new_call(server, meeting=meeting), new_call(server, meeting=meeting)
 
     async def others():
-        wa, wb = await open_ws(server, a, 48000, False), await open_ws(server, b, 48000, True)
+        (wa, _), (wb, _) = await open_stream(server, a, 48000, False), await open_stream(server, b, 48000, True)
         await wa.send(sine(700, 48000, 1.0, -6).tobytes())
         y, _ = await record(wb, 1.0)
         for w in (wa, wb):
@@ -774,7 +745,7 @@ def test_outgoing_stream_in_tshark(server, codec, tmp_path):
                 cap.wait_line("Capturing on", timeout=10)
 
                 async def go():
-                    ws = await open_ws(server, call, rate, False)
+                    ws, _ = await open_stream(server, call, rate, False)
                     tone = sine(440, rate, 1.0, -6)
                     await ws.send(np.concatenate([tone, np.zeros(rate, dtype="<i2"), tone]).tobytes())
                     await asyncio.sleep(3.5)

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import websockets
 
-from conftest import KEY1, KEY2, Server, api, recv_json, run
+from conftest import KEY1, KEY2, Server, api, open_stream, record, recv_json, run
 from rtp_peers import (
     PacedSender, UdpCollector, dtmf_packets, frame_levels, g711_decode, g711_tone_packets, host_port,
     parse_telephone_event, peak_frequency, playing_region, rtp_packet, sine,
@@ -127,24 +127,8 @@ def hang_up(server, *calls, key=KEY1):
         api(server, "DELETE", f"/api/call/{c['call_id']}", key=key)
 
 
-def ws_url(server, call, key=KEY1):
-    return f"{server.ws}/api/call/{call['call_id']}/stream?api_key={key}"
-
-
 def events_url(server, key):
     return f"{server.ws}/api/events?api_key={key}"
-
-
-async def open_stream(server, call, key=KEY1, states=("active",), rate=8000, receive=True):
-    """The call's WebSocket: its first message is `call_state` with one of `states`; then audio is
-    configured. Returns (ws, that first state)."""
-    ws = await websockets.connect(ws_url(server, call, key), max_size=None)
-    first = await recv_json(ws, "call_state")
-    assert first["state"] in states, first
-    await ws.send(json.dumps({"type": "audio_config", "sample_rate": rate, "receive": receive}))
-    cfg = await recv_json(ws, "audio_config")
-    assert cfg["ready"] is True and cfg["sample_rate"] == rate, cfg
-    return ws, first["state"]
 
 
 async def until_state(ws, state, timeout=5.0):
@@ -156,26 +140,6 @@ async def until_state(ws, state, timeout=5.0):
         seen.append(m)
         if m.get("type") == "call_state" and m.get("state") == state:
             return seen
-
-
-async def record(ws, seconds):
-    """Everything a WebSocket gets for `seconds`: its audio as int16 samples, and its text messages
-    (the server closing the socket shows as a last message of type "(closed)")."""
-    chunks, messages = [], []
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        try:
-            m = await asyncio.wait_for(ws.recv(), left)
-        except asyncio.TimeoutError:
-            break
-        except websockets.ConnectionClosed as e:
-            messages.append({"type": "(closed)", "code": e.rcvd.code if e.rcvd else None})
-            break
-        if isinstance(m, bytes):
-            chunks.append(m)
-        else:
-            messages.append(json.loads(m))
-    return np.frombuffer(b"".join(chunks), dtype="<i2"), messages
 
 
 def check_heard(x, freq, min_seconds, rate=8000):
@@ -202,6 +166,16 @@ def check_sent_rtp(packets, server_rtp_port, freq, min_packets, pt=0):
     assert all((b - a) % 65536 == 1 for a, b in zip(seqs, seqs[1:])), seqs
     x = g711_decode(b"".join(p.payload for _, p, _ in audio), "pcmu")
     check_heard(x, freq, min_seconds=0.5 * min_packets / 50)
+
+
+def check_talked_both_ways(messages, x, sent, leg, rtp_port, peer_port):
+    """After `talk_both_ways` on a PCMU call: no call_error; the agent heard the peer's 1 kHz; the
+    peer got the agent's 500 Hz from the leg's port; the leg says sip/pcmu/0 and the peer's address."""
+    assert not [m for m in messages if m.get("type") == "call_error"], messages
+    check_heard(x, 1000, min_seconds=1.5)
+    check_sent_rtp(sent, rtp_port, 500, min_packets=75)
+    assert (leg["kind"], leg["codec"], leg["payload_type"]) == ("sip", "pcmu", 0), leg
+    assert leg["remote_rtp"] == f"127.0.0.1:{peer_port}", leg
 
 
 async def talk_both_ways(ws, peer, server_rtp, seconds=2.0, ssrc=0x51D0, seq=1000, ts=0):
@@ -332,11 +306,7 @@ def test_inbound_call_rings_is_accepted_talks_and_hangs_up(server, tmp_path):
         call, x, messages, leg, rtp_port, states, sipp_call_id = run(go(), timeout=60)
         sent = peer.rtp()
 
-    assert not [m for m in messages if m.get("type") == "call_error"], messages
-    check_heard(x, 1000, min_seconds=1.5)
-    check_sent_rtp(sent, rtp_port, 500, min_packets=75)
-    assert (leg["kind"], leg["codec"], leg["payload_type"]) == ("sip", "pcmu", 0), leg
-    assert leg["remote_rtp"] == f"127.0.0.1:{peer.port}", leg
+    check_talked_both_ways(messages, x, sent, leg, rtp_port, peer.port)
     assert leg["local_rtp"] == f"127.0.0.1:{rtp_port}", leg
     assert leg["packets_received"] >= 90, leg
     assert leg["sip_call_id"] == sipp_call_id, leg
@@ -678,8 +648,8 @@ def test_outbound_call_is_answered_talks_and_hangs_up(server, tmp_path):
         assert call.get("leg", {}).get("kind", "sip") == "sip", call
 
         async def go():
-            ws, first = await open_stream(server, call, states=("connecting", "active"))
-            if first == "connecting":
+            ws, state = await open_stream(server, call, states=("connecting", "active"))
+            if state == "connecting":
                 await until_state(ws, "active", timeout=5)
             invite = await asyncio.to_thread(sipp.wait_received, "INVITE")
             await asyncio.to_thread(sipp.wait_received, "ACK")
@@ -698,11 +668,7 @@ def test_outbound_call_is_answered_talks_and_hangs_up(server, tmp_path):
         msgs = sipp.finish(10)
         sent = peer.rtp()
 
-    assert not [m for m in messages if m.get("type") == "call_error"], messages
-    check_heard(x, 1000, min_seconds=1.5)
-    check_sent_rtp(sent, rtp_port, 500, min_packets=75)
-    assert (leg["kind"], leg["codec"], leg["payload_type"]) == ("sip", "pcmu", 0), leg
-    assert leg["remote_rtp"] == f"127.0.0.1:{peer.port}", leg
+    check_talked_both_ways(messages, x, sent, leg, rtp_port, peer.port)
     assert leg["sip_call_id"] == invite.call_id, leg
     bye = next(m for m in msgs if m.method == "BYE")
     assert bye.call_id == invite.call_id
@@ -748,8 +714,8 @@ def test_outbound_call_answers_a_digest_challenge(server, tmp_path):
         call = dial(server, f"sip:service@127.0.0.1:{sipp.port}")
 
         async def go():
-            ws, first = await open_stream(server, call, states=("connecting", "active"))
-            if first == "connecting":
+            ws, state = await open_stream(server, call, states=("connecting", "active"))
+            if state == "connecting":
                 await until_state(ws, "active", timeout=5)
             assert api(server, "DELETE", f"/api/call/{call['call_id']}").status_code == 200
             await until_state(ws, "ended", timeout=3)
@@ -779,15 +745,15 @@ def test_outbound_remote_bye_ends_every_call_of_the_room(server, tmp_path):
         a = dial(server, url)
 
         async def go():
-            wa, first = await open_stream(server, a, states=("connecting", "active"))
-            if first == "connecting":
+            wa, state = await open_stream(server, a, states=("connecting", "active"))
+            if state == "connecting":
                 await until_state(wa, "active", timeout=5)
             await asyncio.to_thread(sipp.wait_received, "ACK")
             b = dial(server, url, key=KEY2)
             assert b["room_id"] == a["room_id"], (a["room_id"], b["room_id"])
             assert b["state"] in ("connecting", "active"), b
-            wb, first_b = await open_stream(server, b, key=KEY2, states=("connecting", "active"))
-            if first_b == "connecting":
+            wb, state_b = await open_stream(server, b, key=KEY2, states=("connecting", "active"))
+            if state_b == "connecting":
                 await until_state(wb, "active", timeout=3)
             await asyncio.to_thread(sipp.trigger)  # BYE from the far end
             await asyncio.gather(until_state(wa, "ended", timeout=5), until_state(wb, "ended", timeout=5))

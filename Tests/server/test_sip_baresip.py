@@ -24,6 +24,7 @@ import websockets
 from baresip_peer import Baresip, write_tone_wav
 from conftest import KEY1, Server, api, recv_json, run
 from rtp_peers import frame_levels, peak_frequency, playing_region, rms_dbfs, sine, windowed_snr
+from sip_peers import sip_address
 
 # This file's share of the server's RTP port space (test_rtp_legs.py uses 31000-31999); baresip
 # takes its own from 40000-49999 (baresip_peer's default).
@@ -35,26 +36,11 @@ LEG_FIELDS = {"kind", "codec", "payload_type", "local_rtp", "remote_rtp", "packe
               "packets_late", "jitter_ms", "jitter_buffer_ms", "concealed_ms", "sip_call_id"}
 
 
-def sip_port(server, timeout=10.0):
-    """The port of the server's `sip listening on udp:127.0.0.1:PORT` line (before or after the
-    HTTP one, so it is looked for in what conftest's Server keeps reading)."""
-    rx = re.compile(r"sip listening on udp:127\.0\.0\.1:(\d+)\s*$")
-    deadline = time.monotonic() + timeout
-    while True:
-        for line in list(server.lines):
-            m = rx.search(line)
-            if m:
-                return int(m.group(1))
-        if server.proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("no 'sip listening on udp:' line:\n" + "\n".join(server.lines[-40:]))
-        time.sleep(0.02)
-
-
 @pytest.fixture(scope="module")
 def server():
     s = Server("--api-key", KEY1, "--sip", "127.0.0.1:0", "--sip-route", f"alice={KEY1}",
                "--rtp-timeout", "10", "--rtp-ports", f"{RTP_PORTS[0]}-{RTP_PORTS[1]}")
-    s.sip_port = sip_port(s)
+    _, s.sip_port = sip_address(s)
     yield s
     s.stop()
 
@@ -213,6 +199,18 @@ def check_leg(call, codec):
     return leg
 
 
+async def talk_listen_and_dial(agent, server, call_id, peer):
+    """The agent talks 600 Hz for 2.5 s while it listens (its own voice is not in its mix-minus)
+    and hears baresip's tone; then DTMF both ways: "123" from baresip, "9#" from the agent.
+    Returns baresip's event mark from before the agent's digits."""
+    talking = asyncio.create_task(agent.talk(sine(AGENT_TONE, RATE, 2.5)))
+    heard = await agent.record(3.0)
+    await talking
+    check_tone(heard, RATE, PEER_TONE, "agent hears baresip", min_seconds=2.5)
+    await dtmf_from_peer(agent, peer, "123")
+    return await dtmf_to_peer(server, call_id, peer, "9#")
+
+
 async def dtmf_from_peer(agent, peer, digits="123"):
     """baresip sends `digits` (one sndcode: 180 ms per digit at 20 ms ptime, the end packet 3 times):
     the agent gets one call_dtmf per digit, in order, with baresip's duration (9 x 20 ms)."""
@@ -276,14 +274,7 @@ def test_baresip_calls_in(server, tmp_path):
             assert await events.wait_state(call_id, "active") == ["ringing", "active"]
 
             agent = await Agent.open(server, call_id)
-            # The agent talks 600 Hz for 2.5 s while it listens; its own voice is not in its mix-minus.
-            talking = asyncio.create_task(agent.talk(sine(AGENT_TONE, RATE, 2.5)))
-            heard = await agent.record(3.0)
-            await talking
-            check_tone(heard, RATE, PEER_TONE, "agent hears baresip", min_seconds=2.5)
-
-            await dtmf_from_peer(agent, peer, "123")
-            dtmf_mark = await dtmf_to_peer(server, call_id, peer, "9#")
+            dtmf_mark = await talk_listen_and_dial(agent, server, call_id, peer)
 
             closed = peer.mark()
             await asyncio.to_thread(peer.hangup)
@@ -334,13 +325,7 @@ def test_server_calls_baresip(server, tmp_path):
             assert get_call(server, call_id)["state"] == "active"
             assert leg["sip_call_id"] == established["id"], (leg, established)
 
-            talking = asyncio.create_task(agent.talk(sine(AGENT_TONE, RATE, 2.5)))
-            heard = await agent.record(3.0)
-            await talking
-            check_tone(heard, RATE, PEER_TONE, "agent hears baresip", min_seconds=2.5)
-
-            await dtmf_from_peer(agent, peer, "123")
-            dtmf_mark = await dtmf_to_peer(server, call_id, peer, "9#")
+            dtmf_mark = await talk_listen_and_dial(agent, server, call_id, peer)
 
             closed = peer.mark()
             r = await asyncio.to_thread(api, server, "DELETE", f"/api/call/{call_id}")
