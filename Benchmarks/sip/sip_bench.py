@@ -35,6 +35,26 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+class CPUSampler(threading.Thread):
+    """A process's CPU over a run of `seconds`, from 3 s after its start (past the set-up) to 3 s
+    before its end: `fraction()` of one core, once the run is over."""
+
+    def __init__(self, pid, seconds):
+        super().__init__(daemon=True)
+        self.pid, self.seconds = pid, seconds
+        self.start()
+
+    def run(self):
+        time.sleep(3)
+        self.cpu0, self.t0 = cpu_seconds(self.pid), time.monotonic()
+        time.sleep(self.seconds - 6)
+        self.cpu1, self.t1 = cpu_seconds(self.pid), time.monotonic()
+
+    def fraction(self):
+        self.join()
+        return (self.cpu1 - self.cpu0) / (self.t1 - self.t0)
+
+
 class Server:
     def __init__(self, *extra):
         self.proc = subprocess.Popen(
@@ -58,12 +78,13 @@ class Server:
 
 
 class AcceptBot(threading.Thread):
-    """Accepts every ringing call of the key as soon as `call_ringing` arrives on /api/events;
-    `accept_ms` holds each accept's HTTP round trip."""
+    """Accepts every ringing call of the key as soon as `call_ringing` arrives on /api/events
+    (with `stream`, after opening the call's stream and talking into it); `accept_ms` holds each
+    accept's HTTP round trip, `accepted_at` when each was sent."""
 
-    def __init__(self, server, on_accepted=None, stream=False):
+    def __init__(self, server, stream=False):
         super().__init__(daemon=True)
-        self.server, self.on_accepted, self.stream = server, on_accepted, stream
+        self.server, self.stream = server, stream
         self.accepted_at = []
         self.accept_ms, self.errors = [], 0
         self.ready = threading.Event()
@@ -96,8 +117,6 @@ class AcceptBot(threading.Thread):
             return
         self.accept_ms.append((time.monotonic() - t0) * 1000)
         self.accepted_at.append(t0)
-        if self.on_accepted:
-            self.on_accepted(call_id, t0)
 
 
 def wait_bound(port, timeout=10):
@@ -286,20 +305,12 @@ def measure_agents_only(n, seconds):
     agents at 8 kHz streaming both ways."""
     server = Server()
     try:
-        sampler = {}
-
-        def sample():
-            time.sleep(3)
-            sampler["cpu0"], sampler["t0"] = cpu_seconds(server.proc.pid), time.monotonic()
-            time.sleep(seconds - 6)
-            sampler["cpu1"], sampler["t1"] = cpu_seconds(server.proc.pid), time.monotonic()
-        threading.Thread(target=sample, daemon=True).start()
+        cpu = CPUSampler(server.proc.pid, seconds)
         lt = subprocess.run([BINARY, "loadtest", "--url", server.url, "--api-key", KEY, "--agents", str(2 * n),
                              "--rooms", str(n), "--rate", "8000", "--seconds", str(seconds), "--json"],
                             capture_output=True, text=True, timeout=seconds + 120)
         report = json.loads(lt.stdout)
-        cpu = sampler["cpu1"] - sampler["cpu0"]
-        report["server_cpu_percent"] = round(100 * cpu / (sampler["t1"] - sampler["t0"]), 1)
+        report["server_cpu_percent"] = round(100 * cpu.fraction(), 1)
         return report
     finally:
         server.stop()
@@ -312,14 +323,7 @@ def measure_concurrent(n, seconds):
         with tempfile.TemporaryDirectory() as tmp:
             uas = sipp(["-sn", "uas", "-p", str(port), "-mp", str(free_port()), "-rtp_echo"], tmp)
             wait_bound(port)
-            sampler = {"cpu0": None}
-
-            def sample():
-                time.sleep(3)  # past the set-up
-                sampler["cpu0"], sampler["t0"] = cpu_seconds(server.proc.pid), time.monotonic()
-                time.sleep(seconds - 6)
-                sampler["cpu1"], sampler["t1"] = cpu_seconds(server.proc.pid), time.monotonic()
-            threading.Thread(target=sample, daemon=True).start()
+            cpu = CPUSampler(server.proc.pid, seconds)
             lt = subprocess.run([BINARY, "loadtest", "--url", server.url, "--api-key", KEY, "--agents", str(n),
                                  "--rooms", str(n), "--rate", "8000", "--seconds", str(seconds), "--platform", "sip",
                                  "--meeting-url", f"sip:echo{{room}}@127.0.0.1:{port}", "--json"],
@@ -327,10 +331,8 @@ def measure_concurrent(n, seconds):
             uas_cpu = cpu_seconds(uas.pid)
             uas.kill()
         report = json.loads(lt.stdout)
-        window = sampler["t1"] - sampler["t0"]
-        cpu = sampler["cpu1"] - sampler["cpu0"]
-        report["server_cpu_percent"] = round(100 * cpu / window, 1)
-        report["server_cpu_us_per_call_per_20ms"] = round(cpu / window / n * 20_000 * 1000 / 1000, 1)
+        report["server_cpu_percent"] = round(100 * cpu.fraction(), 1)
+        report["server_cpu_us_per_call_per_20ms"] = round(cpu.fraction() / n * 20_000, 1)
         report["sipp_cpu_s"] = round(uas_cpu, 1)
         return report
     finally:
