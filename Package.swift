@@ -53,6 +53,10 @@ let package = Package(
         .systemLibrary(
             name: "CLibre", path: "CShims/CLibre", pkgConfig: "libre",
             providers: [.apt(["libre-dev"])]),
+        // espeak-ng (Debian libespeak-ng-dev 1.51): the built-in TTS; no variadic functions.
+        .systemLibrary(
+            name: "CEspeakNG", path: "CShims/CEspeakNG", pkgConfig: "espeak-ng",
+            providers: [.apt(["libespeak-ng-dev"])]),
         // Our own C: one-line typed wrappers for what Swift cannot call (variadic opus_*_ctl).
         .target(name: "CChamadeShims", dependencies: ["COpus"], path: "CShims/CChamadeShims"),
         // Counting malloc wrappers, linked only into `chamade` and the tests: proves the tick allocates nothing.
@@ -73,6 +77,8 @@ let package = Package(
             swiftSettings: swiftSettings),
         // SIP signalling on libre: one owner (SIPStack) running libre's loop on its own thread.
         .target(name: "ChamadeSIP", dependencies: ["CLibre", "ChamadeMedia"], swiftSettings: swiftSettings),
+        // Speech built in (SPEC §7): espeak-ng's one owner, off every real-time thread.
+        .target(name: "ChamadeSpeech", dependencies: ["ChamadeCore", "ChamadeDSP", "CEspeakNG"], swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTools",
             dependencies: [
@@ -150,6 +156,8 @@ let package = Package(
             ],
             swiftSettings: swiftSettings),
         .testTarget(name: "ChamadeSIPTests", dependencies: ["ChamadeSIP", "ChamadeMedia"], swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ChamadeSpeechTests", dependencies: ["ChamadeSpeech", "ChamadeCore", "ChamadeTesting"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ChamadeAudioFileTests", dependencies: ["ChamadeAudioFile", "ChamadeTesting"],
             swiftSettings: swiftSettings),

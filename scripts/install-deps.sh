@@ -3,7 +3,7 @@
 # root, otherwise prints the exact command to run and fails. With --test, also the real peers the
 # tests talk to (`make test`); `make run` needs only the libraries.
 set -euo pipefail
-packages=(libsamplerate0-dev libopus-dev libsndfile1-dev libre-dev pkg-config)
+packages=(libsamplerate0-dev libopus-dev libsndfile1-dev libre-dev libespeak-ng-dev pkg-config)
 # Real RTP peers for the leg tests (Tests/server/test_rtp_legs.py): GStreamer (opusenc/opusdec in
 # -base, rtpopuspay/wavenc in -good, netsim in -bad), ffmpeg, and tshark with dumpcap (its debconf
 # question about non-root capture takes the default under DEBIAN_FRONTEND=noninteractive; the tests
