@@ -89,7 +89,7 @@ let package = Package(
         .target(
             name: "ChamadeServer",
             dependencies: [
-                "ChamadeEngine", "ChamadeCore", "ChamadeMedia", "ChamadeSIP", "CChamadeShims",
+                "ChamadeEngine", "ChamadeCore", "ChamadeMedia", "ChamadeSIP", "ChamadeSpeech", "CChamadeShims",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),

@@ -150,16 +150,27 @@ public final class Participant: Sendable {
     /// later one, when requests coalesce) and the amount dropped; pending marks up to here are
     /// reported at once.
     @discardableResult
-    public func requestClear() -> UInt64 {
+    public func requestClear() -> UInt64 { requestClearAt().request }
+
+    /// `requestClear`, also giving the position cleared up to (in samples pushed since the start,
+    /// as `writtenSampleCount`): what was played before the clear is that position less the
+    /// samples the `cleared` event says were dropped.
+    public func requestClearAt() -> (request: UInt64, position: Int) {
         inbound.withLock { side in
-            guard let e = side.ends else { return 0 }
+            guard let e = side.ends else { return (0, 0) }
             e.decoder.reset()
             let state = e.state
+            let position = state.inbound.writtenCount()
             // ORDERING: the position is stored before the release increment that publishes it.
-            state.clearBefore.max(state.inbound.writtenCount(), ordering: .relaxed)
+            state.clearBefore.max(position, ordering: .relaxed)
             defer { room.core.wake() }
-            return state.clearRequest.wrappingAdd(1, ordering: .releasing).newValue
+            return (state.clearRequest.wrappingAdd(1, ordering: .releasing).newValue, position)
         }
+    }
+
+    /// Samples pushed since the participant joined (the position the next pushed sample gets).
+    public func writtenSampleCount() -> Int {
+        inbound.withLock { side in side.ends.map { $0.state.inbound.writtenCount() } ?? 0 }
     }
 
     /// Turns delivery of the mix-minus on or off.

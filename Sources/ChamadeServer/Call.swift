@@ -42,10 +42,36 @@ final class Call: Sendable {
         var streams = 0
         /// Marks waiting for their audio to play, over all the call's sessions.
         var pendingMarks = 0
-        /// HTTP `stop-speaking` requests waiting for the engine's answer.
-        var clearWaiters: [(request: UInt64, resume: @Sendable (Int) -> Void)] = []
+        /// HTTP `stop-speaking` requests waiting for the engine's answer: ms dropped, text spoken.
+        var clearWaiters: [(request: UInt64, resume: @Sendable (Int, String) -> Void)] = []
+        /// The latest `say`s in the playout, and where each pending clear cut it.
+        var says: [SaySegment] = []
+        var clearPositions: [UInt64: Int] = [:]
     }
     private let mutable: NIOLockedValueBox<Mutable>
+
+    /// Asks the engine to drop the call's queued audio (barge-in); remembers where it cut, for
+    /// `spoken_text`. Returns the request.
+    func requestClear() -> UInt64? {
+        guard let participant = participant else { return nil }
+        let (request, position) = participant.requestClearAt()
+        withLock { $0.clearPositions[request] = position }
+        return request
+    }
+
+    /// The words of an interrupted `say` heard before clear `request` (`dropped` samples not
+    /// played): "" when no say was cut.
+    func spokenText(request: UInt64, dropped: Int) -> String {
+        withLock { m in
+            let position = m.clearPositions.filter { $0.key <= request }.max { $0.key < $1.key }?.value
+            m.clearPositions = m.clearPositions.filter { $0.key > request }
+            guard let position else { return "" }
+            let played = position - dropped
+            // The say playing when the clear came: started, not finished.
+            guard let cut = m.says.last(where: { $0.start < played && $0.end > played }) else { return "" }
+            return cut.spokenText(playedUpTo: played)
+        }
+    }
 
     init(
         id: String, apiKey: String, platform: Platform, meetingURL: String, agentName: String, roomKey: RoomKey,
@@ -88,7 +114,7 @@ final class Call: Sendable {
 
     /// Ends the call (`final`: `ended`, or `refused` for a refused inbound call): returns its
     /// participant and sessions for the caller to release, or nil if it had ended already.
-    func markEnded(as final: CallState = .ended) -> (Participant?, [Session], [@Sendable (Int) -> Void])? {
+    func markEnded(as final: CallState = .ended) -> (Participant?, [Session], [@Sendable (Int, String) -> Void])? {
         withLock { m in
             guard !m.state.isFinal else { return nil }
             m.state = final

@@ -263,7 +263,7 @@ final class CallStore: Sendable {
         }
         byParticipant.withLockedValue { _ = $0.removeValue(forKey: call.participantID) }
         participant?.leave()
-        for w in waiters { w(0) }
+        for w in waiters { w(0, "") }
         for s in sessions { s.callEnded(final) }
         events.publish(apiKey: call.apiKey, state: final, callID: call.id)
         if let emptied { close(emptied) }

@@ -27,6 +27,8 @@ public struct ServerConfiguration: Sendable {
     public var rtpPorts: ClosedRange<Int>
     /// Seconds without RTP or RTCP after which a leg is lost (`--rtp-timeout`).
     public var rtpTimeoutSeconds: Double
+    /// The built-in TTS (SPEC §7, espeak-ng): `--tts espeak` (the command's default) or `none`.
+    public var tts: Bool
     /// SIP (SPEC §6): nil is off (`--sip off`), and every `sip` call is refused with
     /// `sip_unavailable`.
     public var sip: SIPSettings?
@@ -75,9 +77,11 @@ public struct ServerConfiguration: Sendable {
         host: String = "127.0.0.1", port: Int = 8787, apiKeys: [String], advertisedURL: String? = nil,
         tls: TLSFiles? = nil, endedRetentionSeconds: Double = 3600, maxCallsPerKey: Int = 1000,
         maxStreamsPerCall: Int = 8, roomCapacity: Int = 256, idleTimeoutSeconds: Int = 60,
-        rtpPorts: ClosedRange<Int> = 20000...29999, rtpTimeoutSeconds: Double = 10, sip: SIPSettings? = nil
+        rtpPorts: ClosedRange<Int> = 20000...29999, rtpTimeoutSeconds: Double = 10, sip: SIPSettings? = nil,
+        tts: Bool = false
     ) {
         self.sip = sip
+        self.tts = tts
         self.rtpPorts = rtpPorts
         self.rtpTimeoutSeconds = rtpTimeoutSeconds
         self.host = host

@@ -11,6 +11,8 @@ final class ServerCore: Sendable {
     let keys: APIKeys
     let events: AccountEvents
     let store: CallStore
+    /// The built-in TTS, when on.
+    let speech: ServerSpeech
     /// `/api/events` subscriptions made at the upgrade decision, until their socket runs.
     let pendingSubscriptions = NIOLockedValueBox<[ObjectIdentifier: EventSubscription]>([:])
     let counters = ServerCounters()
@@ -27,6 +29,7 @@ final class ServerCore: Sendable {
         self.events = AccountEvents()
         self.store = CallStore(engine: engine, configuration: configuration, events: events)
         self.metrics = ServerMetrics(sip: configuration.sip != nil)
+        self.speech = ServerSpeech(enabled: configuration.tts, logger: logger)
         self.logger = logger
     }
 
@@ -49,16 +52,17 @@ final class ServerCore: Sendable {
         case .markPlayed(let pid, let mark):
             guard let call = store.byParticipant.withLockedValue({ $0[pid] }) else { return }
             for s in call.withLock({ Array($0.sessions.values) }) { s.markPlayed(mark) }
-        case .cleared(let pid, _, _, let request):
+        case .cleared(let pid, let dropped, _, let request):
             let ms = event.droppedMilliseconds ?? 0
             guard let call = store.byParticipant.withLockedValue({ $0[pid] }) else { return }
+            let spoken = call.spokenText(request: request, dropped: dropped)
             let (sessions, waiters) = call.withLock { m in
                 let ready = m.clearWaiters.filter { $0.request <= request }.map(\.resume)
                 m.clearWaiters.removeAll { $0.request <= request }
                 return (Array(m.sessions.values), ready)
             }
-            for w in waiters { w(ms) }
-            for s in sessions { s.cleared(request: request, droppedMilliseconds: ms) }
+            for w in waiters { w(ms, spoken) }
+            for s in sessions { s.cleared(request: request, droppedMilliseconds: ms, spokenText: spoken) }
         case .lateTick(let shard, let ns):
             logger.warning("late tick", metadata: ["shard": "\(shard)", "late_us": "\(ns / 1000)"])
         case .skippedTicks(let shard, let count):
@@ -66,18 +70,18 @@ final class ServerCore: Sendable {
         }
     }
 
-    /// Barge-in from HTTP: clears the call's queue and waits for the engine's answer (ms dropped).
-    func stopSpeaking(_ call: Call) async -> Int {
-        await withCheckedContinuation { (c: CheckedContinuation<Int, Never>) in
+    /// Barge-in from HTTP: clears the call's queue and waits for the engine's answer (ms dropped,
+    /// and the words of an interrupted `say` that were heard).
+    func stopSpeaking(_ call: Call) async -> (Int, String) {
+        await withCheckedContinuation { (c: CheckedContinuation<(Int, String), Never>) in
             let once = Once(c)
-            guard let participant = call.participant else { return once.resume(0) }
-            let request = participant.requestClear()
+            guard let request = call.requestClear() else { return once.resume((0, "")) }
             let registered = call.withLock { m -> Bool in
                 guard !m.state.isFinal else { return false }
-                m.clearWaiters.append((request, { once.resume($0) }))
+                m.clearWaiters.append((request, { once.resume(($0, $1)) }))
                 return true
             }
-            if !registered { once.resume(0) }
+            if !registered { once.resume((0, "")) }
         }
     }
 }

@@ -13,6 +13,7 @@ final class Session: Sendable {
     let participant: Participant
     let outbox: Outbox
     let store: CallStore
+    let speech: ServerSpeech
     private let receivingFlag = Atomic<Bool>(false)
 
     struct Marks {
@@ -23,7 +24,8 @@ final class Session: Sendable {
     }
     private let marks = NIOLockedValueBox(Marks())
 
-    init(call: Call, participant: Participant, outbox: Outbox, store: CallStore) {
+    init(call: Call, participant: Participant, outbox: Outbox, store: CallStore, speech: ServerSpeech) {
+        self.speech = speech
         self.call = call
         self.participant = participant
         self.outbox = outbox
@@ -53,13 +55,13 @@ final class Session: Sendable {
         send(ServerMessage.Mark(name: name))
     }
 
-    func cleared(request: UInt64, droppedMilliseconds: Int) {
+    func cleared(request: UInt64, droppedMilliseconds: Int, spokenText: String) {
         let mine = marks.withLockedValue { m -> Bool in
             guard let p = m.pendingClear, request >= p else { return false }
             m.pendingClear = nil
             return true
         }
-        if mine { send(ServerMessage.Cleared(droppedMs: droppedMilliseconds)) }
+        if mine { send(ServerMessage.Cleared(droppedMs: droppedMilliseconds, spokenText: spokenText)) }
     }
 
     /// Gives back what this socket held when it closes: its waiting marks' share of the call's bound.
@@ -104,13 +106,13 @@ final class Session: Sendable {
         case "audio": audio(message)
         case "audio_config": audioConfig(message)
         case "send_chat": sendChat(message)
-        case "say": error("tts_not_configured", "no TTS is configured on this server: synthesize locally and send PCM")
+        case "say": say(message)
         case "dtmf":
             do throws(APIError) { _ = try DTMF.send(message.digits ?? "", on: call) } catch {
                 self.error(error.code, error.message)
             }
         case "clear":
-            let request = participant.requestClear()
+            guard let request = call.requestClear() else { return }
             marks.withLockedValue { $0.pendingClear = request }
         case "mark": mark(message)
         default: error("unknown_type", "unknown message type \"\(message.type)\"")
@@ -208,6 +210,20 @@ final class Session: Sendable {
         return .init(
             sampleRate: rate.hertz, nativeSampleRate: native.hertz, resampling: rate != native,
             frameBytes: rate.blockByteCount, receive: receiving)
+    }
+
+    /// `say` on the socket: synthesized and queued off the socket's task; an error comes back as
+    /// `call_error`. (Unlike HTTP `say`, which answers once the speech is queued, a mark sent right
+    /// after this message may be placed before the speech: wait for the HTTP answer to order them.)
+    private func say(_ message: ClientMessage) {
+        guard let text = message.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
+            error("invalid_text", "\"text\" must be 1 to 10,000 characters")
+            return
+        }
+        let (speech, call) = (self.speech, self.call)
+        Task {
+            do throws(APIError) { _ = try await speech.say(text, on: call) } catch { self.error(error.code, error.message) }
+        }
     }
 
     private func sendChat(_ message: ClientMessage) {

@@ -81,7 +81,7 @@ extension ServerCore {
         }
         outbox.sizeBuffers(forFrameBytes: participant.sampleRate.blockByteCount)
         try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
-        let session = Session(call: call, participant: participant, outbox: outbox, store: store)
+        let session = Session(call: call, participant: participant, outbox: outbox, store: store, speech: speech)
         // The opening state is queued under the call's lock, as the session joins: a change
         // broadcast to the call's sessions (connecting → active) cannot overtake it.
         let joined: Bool = call.withLock { m in

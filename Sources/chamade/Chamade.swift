@@ -94,6 +94,8 @@ struct ServeCommand: AsyncParsableCommand {
     var rtpPorts: String?
     @Option(name: .customLong("rtp-timeout"), help: "Seconds without RTP or RTCP before a leg is lost (default 10; CHAMADE_RTP_TIMEOUT).")
     var rtpTimeout: Double?
+    @Option(name: .long, help: "Built-in TTS for say: espeak or none (default espeak; CHAMADE_TTS).")
+    var tts: String?
     @Option(name: .long, help: "SIP over UDP: HOST:PORT to listen on (port 0: any), or off (default 127.0.0.1:5060; CHAMADE_SIP).")
     var sip: String?
     @Option(name: .customLong("sip-route"), help: "Inbound SIP calls for USER (or * for any) belong to KEY: USER=KEY (repeatable; CHAMADE_SIP_ROUTES).")
@@ -176,6 +178,9 @@ struct ServeCommand: AsyncParsableCommand {
         let timeout = try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10)
         guard timeout > 0, timeout <= 3600 else { throw ValidationError("--rtp-timeout must be > 0 and ≤ 3600 seconds") }
         _ = try sipSettings()
+        guard ["espeak", "none"].contains(try setting(tts, "CHAMADE_TTS", "espeak")) else {
+            throw ValidationError("--tts must be espeak or none")
+        }
         let cert = tlsCert ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_CERT"]
         let key = tlsKey ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_KEY"]
         guard (cert == nil) == (key == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -207,7 +212,8 @@ struct ServeCommand: AsyncParsableCommand {
             endedRetentionSeconds: try setting(endedRetention, "CHAMADE_ENDED_RETENTION", 3600),
             maxCallsPerKey: try setting(maxCallsPerKey, "CHAMADE_MAX_CALLS_PER_KEY", 1000),
             rtpPorts: Self.portRange(try setting(rtpPorts, "CHAMADE_RTP_PORTS", "20000-29999"))!,
-            rtpTimeoutSeconds: try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10), sip: try sipSettings())
+            rtpTimeoutSeconds: try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10), sip: try sipSettings(),
+            tts: try setting(tts, "CHAMADE_TTS", "espeak") == "espeak")
         var logger = Logger(label: "chamade")
         logger.logLevel = .notice
         let server = ChamadeServer(engine: Engine(), configuration: configuration, logger: logger)

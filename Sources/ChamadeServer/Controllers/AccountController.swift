@@ -26,7 +26,7 @@ struct AccountController {
             plan: "self-hosted",
             features: [
                 "audio_in": "ready", "audio_out": "ready", "text_chat": "ready", "hosted_stt": "unavailable",
-                "hosted_tts": "unavailable", "sip": sipReady ? "ready" : "unavailable",
+                "hosted_tts": core.speech.synthesizer == nil ? "unavailable" : "ready", "sip": sipReady ? "ready" : "unavailable",
             ],
             platforms: platforms, concurrentCalls: core.store.liveCallCount(apiKey: context.apiKey),
             sip: core.store.sip.map { sip in

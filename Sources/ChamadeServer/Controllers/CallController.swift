@@ -82,20 +82,20 @@ struct CallController {
         return OK()
     }
 
-    @Sendable func say(_ request: Request, context: APIRequestContext) async throws -> Response {
-        _ = try liveCall(context)
+    @Sendable func say(_ request: Request, context: APIRequestContext) async throws -> Queued {
+        let call = try liveCall(context)
         let body = try await decodeBody(
             SayRequest.self, from: request, context: context, fields: ["text"], codeForField: SayRequest.code)
         guard let text = body.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
             throw APIError.badRequest("invalid_text", "text must be 1 to 10,000 characters")
         }
-        throw APIError.badRequest(
-            "tts_not_configured", "no TTS is configured on this server: synthesize locally and send PCM on the WebSocket")
+        return Queued(queuedMs: try await core.speech.say(text, on: call))
     }
 
     @Sendable func stopSpeaking(_ request: Request, context: APIRequestContext) async throws -> StopSpeakingResponse {
         let call = try liveCall(context)
-        return StopSpeakingResponse(droppedMs: await core.stopSpeaking(call), spokenText: "")
+        let (dropped, spoken) = await core.stopSpeaking(call)
+        return StopSpeakingResponse(droppedMs: dropped, spokenText: spoken)
     }
 
     @Sendable func dtmf(_ request: Request, context: APIRequestContext) async throws -> Queued {
