@@ -57,6 +57,11 @@ let package = Package(
         .systemLibrary(
             name: "CEspeakNG", path: "CShims/CEspeakNG", pkgConfig: "espeak-ng",
             providers: [.apt(["libespeak-ng-dev"])]),
+        // PocketSphinx (Debian libpocketsphinx-dev 5prealpha, model pocketsphinx-en-us): the built-in
+        // STT; its one variadic function (cmd_ln_init) is avoided, not wrapped.
+        .systemLibrary(
+            name: "CPocketSphinx", path: "CShims/CPocketSphinx", pkgConfig: "pocketsphinx",
+            providers: [.apt(["libpocketsphinx-dev", "libsphinxbase-dev", "pocketsphinx-en-us"])]),
         // Our own C: one-line typed wrappers for what Swift cannot call (variadic opus_*_ctl).
         .target(name: "CChamadeShims", dependencies: ["COpus"], path: "CShims/CChamadeShims"),
         // Counting malloc wrappers, linked only into `chamade` and the tests: proves the tick allocates nothing.
@@ -78,11 +83,13 @@ let package = Package(
         // SIP signalling on libre: one owner (SIPStack) running libre's loop on its own thread.
         .target(name: "ChamadeSIP", dependencies: ["CLibre", "ChamadeMedia"], swiftSettings: swiftSettings),
         // Speech built in (SPEC §7): espeak-ng's one owner, off every real-time thread.
-        .target(name: "ChamadeSpeech", dependencies: ["ChamadeCore", "ChamadeDSP", "CEspeakNG"], swiftSettings: swiftSettings),
+        .target(
+            name: "ChamadeSpeech", dependencies: ["ChamadeCore", "ChamadeDSP", "ChamadeEngine", "CEspeakNG", "CPocketSphinx"],
+            swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTools",
             dependencies: [
-                "ChamadeEngine", "ChamadeAudioFile", "ChamadeCore", "ChamadeMedia", "ChamadeDSP",
+                "ChamadeEngine", "ChamadeAudioFile", "ChamadeCore", "ChamadeMedia", "ChamadeDSP", "ChamadeSpeech",
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: swiftSettings),
@@ -157,7 +164,9 @@ let package = Package(
             swiftSettings: swiftSettings),
         .testTarget(name: "ChamadeSIPTests", dependencies: ["ChamadeSIP", "ChamadeMedia"], swiftSettings: swiftSettings),
         .testTarget(
-            name: "ChamadeSpeechTests", dependencies: ["ChamadeSpeech", "ChamadeCore", "ChamadeTesting"], swiftSettings: swiftSettings),
+            name: "ChamadeSpeechTests",
+            dependencies: ["ChamadeSpeech", "ChamadeCore", "ChamadeEngine", "ChamadeAudioFile", "ChamadeTesting", "CChamadeMallocCounter"],
+            swiftSettings: swiftSettings),
         .testTarget(
             name: "ChamadeAudioFileTests", dependencies: ["ChamadeAudioFile", "ChamadeTesting"],
             swiftSettings: swiftSettings),

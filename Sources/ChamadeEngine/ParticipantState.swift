@@ -157,6 +157,8 @@ final class ParticipantState: @unchecked Sendable {
     /// the queue, so one late chunk does not cost every later chunk a block of latency.
     var underrunDebt = 0
     var seenClearRequest: UInt64 = 0
+    /// The inbound stream position of this tick's block (for a room tap).
+    var blockStreamPosition = 0
 
     /// This tick's block at the participant's rate (zero-padded when it talked and underran).
     let inBlock: UnsafeMutableBufferPointer<Int16>

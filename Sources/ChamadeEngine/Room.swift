@@ -120,6 +120,12 @@ public final class Room: Sendable {
         engine.unregister(state.id)
     }
 
+    /// Starts copying every talker's blocks to `tap` from the next tick (nil: stops), replacing any
+    /// tap the room had. Any thread.
+    public func setTap(_ tap: RoomTap?) {
+        mirror.withLock { _ in _ = core.send(.tap(tap.map { Unmanaged.passRetained($0) })) }
+    }
+
     /// Closes the room: no more joins. The engine stops ticking it (`Engine.removeRoom`).
     func close() { mirror.withLock { $0.closed = true } }
 }

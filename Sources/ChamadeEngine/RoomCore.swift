@@ -35,12 +35,15 @@ enum RoomCommand: Sendable {
     case remove(ParticipantID)
     /// A rate change: `new` takes `old`'s place (queued audio at the old rate is dropped).
     case replace(old: ParticipantID, new: Unmanaged<ParticipantState>, group: Unmanaged<RateGroup>?)
+    /// Starts (or, with nil, stops) copying talkers' blocks to a tap; the previous tap is retired.
+    case tap(Unmanaged<RoomTap>?)
 }
 
 /// What a tick hands back to be freed off the tick.
 enum Retired: Sendable {
     case participant(Unmanaged<ParticipantState>)
     case group(Unmanaged<RateGroup>)
+    case tap(Unmanaged<RoomTap>)
 }
 
 /// A room on the tick side: its participants, its rate groups, and the tick itself.
@@ -104,6 +107,8 @@ final class RoomCore: @unchecked Sendable {
     let converterCalls = Atomic<Int>(0)
     /// Converter calls of the last tick.
     var converterCallsThisTick = 0
+    /// Where talkers' blocks are copied for speech recognition, if anywhere.
+    var tap: Unmanaged<RoomTap>?
 
     init(id: RoomID, native: SampleRate, capacity: Int) {
         self.id = id
@@ -133,6 +138,7 @@ final class RoomCore: @unchecked Sendable {
     }
 
     deinit {
+        tap?.release()
         for i in 0..<slotCount { slots[i].release() }
         for i in 0..<groupCount { groups[i].release() }
         drainRetired()
@@ -149,6 +155,7 @@ final class RoomCore: @unchecked Sendable {
         case .add(let p, let group), .replace(_, let p, let group):
             p.release()
             group?.release()
+        case .tap(let t): t?.release()
         case .remove: break
         }
     }
@@ -181,6 +188,8 @@ final class RoomCore: @unchecked Sendable {
         slotCount = 0
         for i in 0..<groupCount { groups[i].release() }
         groupCount = 0
+        tap?.release()
+        tap = nil
         while let c = commandConsumer.pop() { Self.release(c) }
         drainRetired()
     }
@@ -191,6 +200,7 @@ final class RoomCore: @unchecked Sendable {
             switch r {
             case .participant(let p): p.release()
             case .group(let g): g.release()
+            case .tap(let t): t.release()
             }
         }
     }
@@ -231,6 +241,15 @@ final class RoomCore: @unchecked Sendable {
         for i in 0..<slotCount {
             slots[i]._withUnsafeGuaranteedRef { s in
                 takeInput(s, events: &events)
+                if s.talking, let tap {
+                    tap._withUnsafeGuaranteedRef {
+                        $0.push(
+                            UnsafeBufferPointer(s.inBlock),
+                            header: TapBlock(
+                                participant: s.id, tick: tickIndex, rate: s.rate,
+                                streamPosition: s.blockStreamPosition, sampleCount: s.inBlock.count))
+                    }
+                }
                 if s.leaving {
                     // Fades out over what it still had queued (zeros follow an underrun).
                     anyLeaving = true
@@ -318,6 +337,9 @@ final class RoomCore: @unchecked Sendable {
                 if let fading { slots[fading]._withUnsafeGuaranteedRef { $0.leaving = true } }
                 install(new, group: group)
                 if fading != nil { new._withUnsafeGuaranteedRef { $0.fadeInPending = true } }
+            case .tap(let new):
+                if let old = tap { retire(.tap(old)) }
+                tap = new
             }
         }
     }
@@ -453,6 +475,7 @@ final class RoomCore: @unchecked Sendable {
         let block = s.inBlock.count
         if s.underrunDebt > 0 { skipSilence(s) }
         let streaming = s.emptyTicks == 0
+        s.blockStreamPosition = s.inbound.readCount()
         let taken = s.inConsumer.read(into: s.inBlock)
         s.takenThisTick = taken
         if taken < block && streaming {

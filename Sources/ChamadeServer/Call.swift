@@ -24,6 +24,8 @@ final class Call: Sendable {
     let caller: String
     /// The room's rate (the platform's, or the leg codec's for `rtp` rooms).
     let nativeRate: SampleRate
+    /// Whether the call asked for transcripts of its room (with the STT on).
+    let wantsTranscripts: Bool
 
     struct Mutable {
         var state: CallState
@@ -44,40 +46,57 @@ final class Call: Sendable {
         var pendingMarks = 0
         /// HTTP `stop-speaking` requests waiting for the engine's answer: ms dropped, text spoken.
         var clearWaiters: [(request: UInt64, resume: @Sendable (Int, String) -> Void)] = []
-        /// The latest `say`s in the playout, and where each pending clear cut it.
-        var says: [SaySegment] = []
+        /// Built-in speech: says being fed or played, and what waits behind them.
+        var speech = CallSpeech()
+        /// Where each pending clear cut the playout (for `spoken_text`).
         var clearPositions: [UInt64: Int] = [:]
     }
     private let mutable: NIOLockedValueBox<Mutable>
 
     /// Asks the engine to drop the call's queued audio (barge-in); remembers where it cut, for
-    /// `spoken_text`. Returns the request.
+    /// `spoken_text`, and drops what waited behind a say being fed (its marks are answered at
+    /// once, its says answer with nothing queued). Returns the request.
     func requestClear() -> UInt64? {
         guard let participant = participant else { return nil }
         let (request, position) = participant.requestClearAt()
         withLock { $0.clearPositions[request] = position }
+        let (marks, says) = dropHeld()
+        for (session, name) in marks { session.answerHeldMark(name) }
+        for say in says { say.answer(.success(0)) }
         return request
     }
 
-    /// The words of an interrupted `say` heard before clear `request` (`dropped` samples not
-    /// played): "" when no say was cut.
-    func spokenText(request: UInt64, dropped: Int) -> String {
+    /// What clear `request` (`dropped` samples not played) did to the says: the words of the one
+    /// it interrupted that were heard ("" when none), and the transcript lines of every say it
+    /// settled (cut, or reported played by the clear), with how long each played.
+    func settleClear(request: UInt64, dropped: Int) -> (spoken: String, lines: [(text: String, playedMilliseconds: Int)]) {
         withLock { m in
             let position = m.clearPositions.filter { $0.key <= request }.max { $0.key < $1.key }?.value
             m.clearPositions = m.clearPositions.filter { $0.key > request }
-            guard let position else { return "" }
+            guard let position else { return ("", []) }
             let played = position - dropped
-            // The say playing when the clear came: started, not finished.
-            guard let cut = m.says.last(where: { $0.start < played && $0.end > played }) else { return "" }
-            return cut.spokenText(playedUpTo: played)
+            var spoken = ""
+            var lines: [(String, Int)] = []
+            for i in m.speech.segments.indices where !m.speech.segments[i].lined && m.speech.segments[i].start < position {
+                // Every say before the cut is settled now: played to its end, or cut (a clear
+                // also stops the feeding of the say it cuts).
+                let s = m.speech.segments[i]
+                m.speech.segments[i].lined = true
+                guard played > s.start else { continue }
+                let heard = s.spokenText(playedUpTo: played)
+                if s.start < played && played < s.end { spoken = heard }
+                lines.append((heard, (min(played, s.end) - s.start) * 1000 / s.hertz))
+            }
+            return (spoken, lines)
         }
     }
 
     init(
         id: String, apiKey: String, platform: Platform, meetingURL: String, agentName: String, roomKey: RoomKey,
         room: Room, participant: Participant, leg: RTPLeg? = nil, state: CallState = .active, direction: String = "outbound",
-        caller: String = "", sipCallID: String? = nil
+        caller: String = "", sipCallID: String? = nil, wantsTranscripts: Bool = false
     ) {
+        self.wantsTranscripts = wantsTranscripts
         self.nativeRate = room.nativeRate
         self.id = id
         self.apiKey = apiKey

@@ -2,6 +2,7 @@ import ChamadeCore
 import ChamadeEngine
 import ChamadeMedia
 import ChamadeSIP
+import ChamadeSpeech
 import Foundation
 import HTTPTypes
 import NIOConcurrencyHelpers
@@ -23,6 +24,8 @@ final class CallStore: Sendable {
         /// Calls reserved or committed in the room; the room is removed when it falls to zero.
         var members = 0
         var callIDs: Set<String> = []
+        /// Calls that want transcripts: the room is transcribed while this is above zero.
+        var transcribed = 0
     }
 
     struct State {
@@ -45,7 +48,11 @@ final class CallStore: Sendable {
     /// Counters of the legs already closed (`/metrics` adds the open ones).
     let closedLegs = NIOLockedValueBox(RTPLegStatistics())
 
-    init(engine: Engine, configuration: ServerConfiguration, events: AccountEvents) {
+    /// The built-in STT, when on.
+    let transcriber: Transcriber?
+
+    init(engine: Engine, configuration: ServerConfiguration, events: AccountEvents, transcriber: Transcriber? = nil) {
+        self.transcriber = transcriber
         self.engine = engine
         self.configuration = configuration
         self.events = events
@@ -58,7 +65,9 @@ final class CallStore: Sendable {
 
     // MARK: create and end
 
-    func create(apiKey: String, platform: Platform, meetingURL: String, agentName: String) throws(APIError) -> Call {
+    func create(
+        apiKey: String, platform: Platform, meetingURL: String, agentName: String, transcripts: Bool? = nil
+    ) throws(APIError) -> Call {
         let kind: RoomHandle.Kind
         switch platform {
         case .rtp:
@@ -75,13 +84,13 @@ final class CallStore: Sendable {
         }
         return try admit(
             apiKey: apiKey, platform: platform, meetingURL: meetingURL, agentName: agentName,
-            roomKey: RoomKey(platform: platform, meetingURL: meetingURL), kind: kind)
+            roomKey: RoomKey(platform: platform, meetingURL: meetingURL), kind: kind, transcripts: transcripts)
     }
 
     /// Reserves a place for the key, opens (or finds) the room, joins it and commits the call.
     func admit(
         apiKey: String, platform: Platform, meetingURL: String, agentName: String, roomKey: RoomKey, kind: RoomHandle.Kind,
-        direction: String = "outbound", caller: String = ""
+        direction: String = "outbound", caller: String = "", transcripts: Bool? = nil
     ) throws(APIError) -> Call {
         let nativeRate = kind.nativeRate(platform: platform)
         let limit = configuration.maxCallsPerKey
@@ -132,7 +141,8 @@ final class CallStore: Sendable {
         let call = Call(
             id: "call_" + Self.randomToken(12), apiKey: apiKey, platform: platform, meetingURL: meetingURL,
             agentName: agentName, roomKey: roomKey, room: room, participant: participant, leg: handle.leg, state: initial,
-            direction: direction, caller: caller, sipCallID: link.sipCallID)
+            direction: direction, caller: caller, sipCallID: link.sipCallID,
+            wantsTranscripts: transcriber != nil && (transcripts ?? true))
         // Announced before it can be found: an event of the room's dialog (the 2xx making it
         // active) can only reach the call after this, so its key hears the states in order.
         events.publish(apiKey: apiKey, state: initial, callID: call.id)
@@ -143,6 +153,10 @@ final class CallStore: Sendable {
             s.calls[call.id] = call
             s.live[apiKey, default: [:]][call.id] = call
             s.rooms[roomKey]?.callIDs.insert(call.id)
+            if call.wantsTranscripts, let entry = s.rooms[roomKey] {
+                s.rooms[roomKey]?.transcribed += 1
+                if entry.transcribed == 0 { startTranscribing(room) }
+            }
             return true
         }
         guard committed else {
@@ -197,7 +211,29 @@ final class CallStore: Sendable {
             let s = leg.statistics
             closedLegs.withLockedValue { $0.add(s) }
         }
-        if let room = closed.room { engine.removeRoom(room) }
+        if let room = closed.room {
+            transcriber?.detach(room)
+            engine.removeRoom(room)
+        }
+    }
+
+    /// Taps `room` for the transcriber (under the store's lock, so attach and detach keep the
+    /// order of the calls that cause them). Audio a `say` queued is not recognized: the say
+    /// writes its own line from its text.
+    private func startTranscribing(_ room: Room) {
+        transcriber?.attach(room) { [weak self] pid, position in
+            self?.byParticipant.withLockedValue { $0[pid] }?.isSynthesized(at: position) ?? false
+        }
+    }
+
+    /// The room and speaker name of a talker: a call's agent name, or the room's leg (the rtp
+    /// leg's `name`, the SIP caller, or the dialled user).
+    func speaker(of pid: ParticipantID) -> (RoomKey, String)? {
+        if let call = byParticipant.withLockedValue({ $0[pid] }) { return (call.roomKey, call.agentName) }
+        return state.withLockedValue { s in
+            for (key, entry) in s.rooms where entry.handle.leg?.participantID == pid { return (key, entry.handle.legSpeaker) }
+            return nil
+        }
     }
 
     /// The handler of a room's leg events.
@@ -257,6 +293,10 @@ final class CallStore: Sendable {
             s.ended.append((UInt64(MonotonicClock.now()) + retention, call.id))
             s.rooms[call.roomKey]?.callIDs.remove(call.id)
             s.rooms[call.roomKey]?.members -= 1
+            if call.wantsTranscripts, let entry = s.rooms[call.roomKey], let room = entry.handle.room {
+                s.rooms[call.roomKey]?.transcribed -= 1
+                if entry.transcribed == 1 { transcriber?.detach(room) }
+            }
             guard let entry = s.rooms[call.roomKey], entry.members <= 0 else { return nil }
             s.rooms.removeValue(forKey: call.roomKey)
             return entry.handle
@@ -402,6 +442,17 @@ final class RoomHandle: Sendable {
     }
 
     var leg: RTPLeg? { state.withLockedValue { $0.leg } }
+
+    /// The name the room's leg speaks under in transcripts (SPEC §7).
+    var legSpeaker: String {
+        switch kind {
+        case .rtp(let plan): plan.speakerName
+        case .sipIn(let incoming): incoming.caller.isEmpty ? incoming.user : incoming.caller
+        case .sipOut(let uri): uri.user
+        case .plain: "Meeting"
+        }
+    }
+
     var link: Link { state.withLockedValue { $0.link } }
     var room: Room? { state.withLockedValue { $0.room } }
 
@@ -510,6 +561,8 @@ final class RoomHandle: Sendable {
 /// What a leg platform's `meeting_url` asks for, checked before any room exists.
 struct LegPlan: Sendable {
     let configuration: RTPLegConfiguration
+    /// The leg's speaker name (`name=` in the URL).
+    let speakerName: String
 
     init(meetingURL: String, configuration server: ServerConfiguration) throws(APIError) {
         let url: RTPURL
@@ -519,6 +572,7 @@ struct LegPlan: Sendable {
         guard let remote = Endpoint.resolve(host: url.host, port: url.port) else {
             throw APIError.badRequest("invalid_meeting_url", "cannot resolve \(url.host) to an IPv4 address")
         }
+        speakerName = url.name
         configuration = RTPLegConfiguration(
             codec: url.codec, remote: remote, payloadType: url.payloadType,
             telephoneEventPayloadType: url.telephoneEventPayloadType, timeoutSeconds: server.rtpTimeoutSeconds,

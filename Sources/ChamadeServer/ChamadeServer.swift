@@ -1,4 +1,5 @@
 public import ChamadeEngine
+import ChamadeSpeech
 import Foundation
 import HTTPTypes
 public import Hummingbird
@@ -132,13 +133,7 @@ public final class ChamadeServer: Sendable {
     @discardableResult
     public func addTranscript(callID: String, speaker: String, text: String) -> Bool {
         guard let call = core.store.anyCall(callID), !call.state.isFinal else { return false }
-        let line = "[\(speaker)] \(text)"
-        let message = WireJSON.encode(
-            ServerMessage.Transcript(speaker: speaker, text: text, participantID: "p_\(call.participantID.rawValue)"))
-        for c in core.store.roomCalls(of: call) {
-            c.withLock { $0.transcript.append(line) }
-            c.broadcast(text: message)
-        }
+        core.store.addLine(in: call.roomKey, speaker: speaker, text: text, participantID: call.participantID, startMs: nil, endMs: nil)
         return true
     }
 
@@ -160,6 +155,7 @@ final class CallsShutdown: Service, Sendable {
         try? await gracefulShutdown()
         store.endAll()
         store.media.shutdown()
+        store.transcriber?.stop()
         // Give the sockets a moment to send `ended` and their close frames.
         try? await Task.sleep(for: .milliseconds(300))
     }

@@ -103,6 +103,17 @@ enum ServerMessage {
         }
     }
 
+    struct Speaking: Encodable {
+        var type = "call_speaking"
+        var speaker: String
+        var participantID: String
+        var speaking: Bool
+        enum CodingKeys: String, CodingKey {
+            case type, speaker, speaking
+            case participantID = "participant_id"
+        }
+    }
+
     struct Typing: Encodable {
         var type = "call_typing"
         var sender: String

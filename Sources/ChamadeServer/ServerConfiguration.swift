@@ -29,6 +29,10 @@ public struct ServerConfiguration: Sendable {
     public var rtpTimeoutSeconds: Double
     /// The built-in TTS (SPEC §7, espeak-ng): `--tts espeak` (the command's default) or `none`.
     public var tts: Bool
+    /// The built-in STT (SPEC §7, PocketSphinx): `--stt pocketsphinx` (the command's default) or
+    /// `none`; and its recognizer threads (each holds one decoder of about 90 MB while in use).
+    public var stt: Bool
+    public var sttWorkers: Int
     /// SIP (SPEC §6): nil is off (`--sip off`), and every `sip` call is refused with
     /// `sip_unavailable`.
     public var sip: SIPSettings?
@@ -78,10 +82,12 @@ public struct ServerConfiguration: Sendable {
         tls: TLSFiles? = nil, endedRetentionSeconds: Double = 3600, maxCallsPerKey: Int = 1000,
         maxStreamsPerCall: Int = 8, roomCapacity: Int = 256, idleTimeoutSeconds: Int = 60,
         rtpPorts: ClosedRange<Int> = 20000...29999, rtpTimeoutSeconds: Double = 10, sip: SIPSettings? = nil,
-        tts: Bool = false
+        tts: Bool = false, stt: Bool = false, sttWorkers: Int = 2
     ) {
         self.sip = sip
         self.tts = tts
+        self.stt = stt
+        self.sttWorkers = sttWorkers
         self.rtpPorts = rtpPorts
         self.rtpTimeoutSeconds = rtpTimeoutSeconds
         self.host = host

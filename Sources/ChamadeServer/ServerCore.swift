@@ -11,7 +11,7 @@ final class ServerCore: Sendable {
     let keys: APIKeys
     let events: AccountEvents
     let store: CallStore
-    /// The built-in TTS, when on.
+    /// The built-in TTS and STT.
     let speech: ServerSpeech
     /// `/api/events` subscriptions made at the upgrade decision, until their socket runs.
     let pendingSubscriptions = NIOLockedValueBox<[ObjectIdentifier: EventSubscription]>([:])
@@ -27,9 +27,10 @@ final class ServerCore: Sendable {
         self.configuration = configuration
         self.keys = APIKeys(configuration.apiKeys)
         self.events = AccountEvents()
-        self.store = CallStore(engine: engine, configuration: configuration, events: events)
+        self.speech = ServerSpeech(configuration: configuration, logger: logger)
+        self.store = CallStore(engine: engine, configuration: configuration, events: events, transcriber: speech.transcriber)
         self.metrics = ServerMetrics(sip: configuration.sip != nil)
-        self.speech = ServerSpeech(enabled: configuration.tts, logger: logger)
+        speech.bind(store)
         self.logger = logger
     }
 
@@ -51,11 +52,13 @@ final class ServerCore: Sendable {
         switch event {
         case .markPlayed(let pid, let mark):
             guard let call = store.byParticipant.withLockedValue({ $0[pid] }) else { return }
+            if speech.markPlayed(call, mark: mark) { return }
             for s in call.withLock({ Array($0.sessions.values) }) { s.markPlayed(mark) }
         case .cleared(let pid, let dropped, _, let request):
             let ms = event.droppedMilliseconds ?? 0
             guard let call = store.byParticipant.withLockedValue({ $0[pid] }) else { return }
-            let spoken = call.spokenText(request: request, dropped: dropped)
+            let (spoken, lines) = call.settleClear(request: request, dropped: dropped)
+            speech.cleared(call, cuts: lines)
             let (sessions, waiters) = call.withLock { m in
                 let ready = m.clearWaiters.filter { $0.request <= request }.map(\.resume)
                 m.clearWaiters.removeAll { $0.request <= request }

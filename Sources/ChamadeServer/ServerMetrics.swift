@@ -1,6 +1,7 @@
 import ChamadeEngine
 import ChamadeMedia
 import ChamadeSIP
+import ChamadeSpeech
 import CoreMetrics
 import NIOConcurrencyHelpers
 import Prometheus
@@ -24,6 +25,7 @@ final class ServerMetrics: Sendable {
         // SAFETY: swift-metrics handlers are thread-safe; the struct is only read.
         var calls, rooms, participants, sockets: CoreMetrics.Gauge
         var legs, legJitter, legBuffer: CoreMetrics.Gauge
+        var recognizers, transcribedTalkers, recognizerLag, firstAudio: CoreMetrics.Gauge
         var counters: [String: CoreMetrics.Counter]
         var tickTime: CoreMetrics.Timer
     }
@@ -58,6 +60,10 @@ final class ServerMetrics: Sendable {
             legs: CoreMetrics.Gauge(label: "chamade_legs", factory: factory),
             legJitter: CoreMetrics.Gauge(label: "chamade_leg_jitter_ms_max", factory: factory),
             legBuffer: CoreMetrics.Gauge(label: "chamade_leg_jitter_buffer_ms_max", factory: factory),
+            recognizers: CoreMetrics.Gauge(label: "chamade_stt_recognizers", factory: factory),
+            transcribedTalkers: CoreMetrics.Gauge(label: "chamade_stt_transcribed_talkers", factory: factory),
+            recognizerLag: CoreMetrics.Gauge(label: "chamade_stt_lag_ms", factory: factory),
+            firstAudio: CoreMetrics.Gauge(label: "chamade_tts_first_audio_ms", factory: factory),
             counters: counters,
             tickTime: CoreMetrics.Timer(label: "chamade_tick_seconds", factory: factory))
         guard sip else {
@@ -88,12 +94,19 @@ final class ServerMetrics: Sendable {
         "chamade_lost_events_total", "chamade_lost_ready_entries_total",
         "chamade_leg_packets_received_total", "chamade_leg_packets_lost_total", "chamade_leg_packets_late_total",
         "chamade_leg_packets_invalid_total", "chamade_leg_packets_sent_total", "chamade_leg_concealed_ms_total",
+        "chamade_stt_utterances_total", "chamade_stt_audio_ms_total", "chamade_stt_dropped_ms_total",
+        "chamade_tts_says_total", "chamade_tts_synthesis_ms_total",
     ]
 
     /// Brings every metric up to date, then renders the Prometheus text.
-    func render(engine: Engine, store: CallStore, counters: ServerCounters) -> String {
+    func render(engine: Engine, store: CallStore, counters: ServerCounters, speech: ServerSpeech) -> String {
         last.withLockedValue { last in
             let s = engine.statistics()
+            let stt = speech.transcriber?.statistics
+            instruments.recognizers.record(stt?.recognizers ?? 0)
+            instruments.transcribedTalkers.record(stt?.transcribedTalkers ?? 0)
+            instruments.recognizerLag.record(stt?.lagMilliseconds ?? 0)
+            instruments.firstAudio.record(speech.firstAudioNanoseconds.load(ordering: .relaxed) / 1_000_000)
             let (legs, open) = store.legStatistics()
             instruments.legs.record(open.count)
             instruments.legJitter.record(open.map(\.jitterMilliseconds).max() ?? 0)
@@ -117,6 +130,11 @@ final class ServerMetrics: Sendable {
                 "chamade_leg_packets_invalid_total": legs.packetsInvalid,
                 "chamade_leg_packets_sent_total": legs.packetsSent,
                 "chamade_leg_concealed_ms_total": Int(legs.concealedMilliseconds),
+                "chamade_stt_utterances_total": stt?.utterances ?? 0,
+                "chamade_stt_audio_ms_total": stt?.fedMilliseconds ?? 0,
+                "chamade_stt_dropped_ms_total": stt?.droppedMilliseconds ?? 0,
+                "chamade_tts_says_total": speech.says.load(ordering: .relaxed),
+                "chamade_tts_synthesis_ms_total": speech.synthesisNanoseconds.load(ordering: .relaxed) / 1_000_000,
             ]
             for (name, value) in values {
                 let delta = value - last[name, default: 0]

@@ -2,79 +2,287 @@ import ChamadeCore
 import ChamadeEngine
 import ChamadeSpeech
 import Dispatch
+import Foundation
 import HTTPTypes
 import Logging
+import NIOConcurrencyHelpers
+import Synchronization
 
-/// The built-in TTS of the server (SPEC §7): `say` synthesizes with espeak-ng (the process's one
-/// synthesizer, off every event loop and the tick) and queues the speech into the call's playout
-/// like agent audio, remembering where each word went so a clear can tell what was heard.
+/// The server's built-in speech (SPEC §7): `say` with espeak-ng, fed into the call's playout like
+/// agent audio, and transcripts of rooms with PocketSphinx.
+///
+/// A say is synthesized in parts (sentences, at most `partCharacters` each) as the playout needs
+/// them, keeping about `feedAheadSeconds` queued: a 10,000-character text (9 minutes) starts
+/// playing within milliseconds and never overflows the 60 s queue. While a say is being fed, what
+/// the agent sends after it (audio, marks, more says) waits behind it, so the order is the order
+/// sent (`CallSpeech`). The words' positions give `spoken_text` on a clear, and the say writes its
+/// own transcript line when it has played (only the heard part when cleared).
 final class ServerSpeech: Sendable {
     let synthesizer: Synthesizer?
+    let transcriber: Transcriber?
+    /// Why there is no STT, when `--stt pocketsphinx` could not start.
+    let sttProblem: String?
+    /// Set once the store exists (the transcriber's events need it).
+    private let store = NIOLockedValueBox<CallStore?>(nil)
+    let logger: Logger
 
-    init(enabled: Bool, logger: Logger) {
-        guard enabled else {
-            synthesizer = nil
-            return
+    /// Says started and the CPU time their synthesis took (ns), for `/metrics`.
+    let says = Atomic<Int>(0)
+    let synthesisNanoseconds = Atomic<Int>(0)
+    /// Time from a say's request to its first audio queued, last value (ns).
+    let firstAudioNanoseconds = Atomic<Int>(0)
+
+    static let feedAheadSeconds = 20
+    static let partCharacters = 400
+
+    init(configuration: ServerConfiguration, logger: Logger) {
+        self.logger = logger
+        var synthesizer: Synthesizer?
+        if configuration.tts {
+            do throws(Synthesizer.Error) { synthesizer = try Synthesizer() } catch {
+                logger.error("TTS unavailable: \(error)")
+            }
         }
-        do throws(Synthesizer.Error) { synthesizer = try Synthesizer() } catch {
-            logger.error("TTS unavailable: \(error)")
-            synthesizer = nil
+        self.synthesizer = synthesizer
+        var transcriber: Transcriber?
+        var problem: String?
+        if configuration.stt {
+            var settings = Transcriber.Settings()
+            settings.workers = configuration.sttWorkers
+            let box = store
+            do throws(Recognizer.Error) {
+                transcriber = try Transcriber(settings: settings) { event in
+                    box.withLockedValue { $0 }?.transcriberEvent(event)
+                }
+            } catch {
+                problem = error.description
+                logger.error("STT unavailable: \(error)")
+            }
+        }
+        self.transcriber = transcriber
+        self.sttProblem = problem
+    }
+
+    func bind(_ store: CallStore) { self.store.withLockedValue { $0 = store } }
+
+    func stop() { transcriber?.stop() }
+
+    // MARK: - say
+
+    /// Speaks `text` into `call`'s playout after whatever the call sent before; returns the
+    /// milliseconds queued (for a text longer than the feed-ahead, the part synthesized so far
+    /// plus the rest estimated at the rate measured on that part).
+    func say(_ text: String, on call: Call) async throws(APIError) -> Int {
+        try checkSay(on: call)
+        let result = await withCheckedContinuation { (c: CheckedContinuation<Result<Int, APIError>, Never>) in
+            let once = Once(c)
+            enqueueSay(text, on: call) { once.resume($0) }
+        }
+        return try result.get()
+    }
+
+    /// Whether `call` can say something now (a TTS, a call not ended).
+    func checkSay(on call: Call) throws(APIError) {
+        guard synthesizer != nil else {
+            throw APIError.badRequest("tts_not_configured", "no TTS is configured on this server (--tts none): synthesize locally and send PCM")
+        }
+        guard call.participant != nil else { throw APIError.callEnded }
+    }
+
+    /// Queues a say in the call's order at once (a socket's later messages go after it); `answer`
+    /// gets its `queued_ms` once it is queued, or an error.
+    func enqueueSay(_ text: String, on call: Call, answer: @escaping @Sendable (Result<Int, APIError>) -> Void) {
+        let request = PendingSay(text: text, answer: answer)
+        if !call.holdOrStartSay(request) {
+            Task { await self.feed(request, on: call) }
         }
     }
 
-    /// Speaks `text` into `call`'s playout; returns the milliseconds queued.
-    func say(_ text: String, on call: Call) async throws(APIError) -> Int {
-        guard let synthesizer else {
-            throw APIError.badRequest("tts_not_configured", "no TTS is configured on this server (--tts none): synthesize locally and send PCM")
-        }
-        guard let participant = call.participant else { throw APIError.callEnded }
-        let rate = participant.sampleRate
-        let result: Result<Int, Synthesizer.Error> = await withCheckedContinuation { c in
-            DispatchQueue.global().async {
-                let start = participant.writtenSampleCount()
-                var words: [SaySegment.Word] = []
-                let outcome = Result { () throws(Synthesizer.Error) -> Int in
-                    try synthesizer.synthesize(text, rate: rate) { block, starting in
-                        for w in starting { words.append(.init(characterOffset: w.characterOffset, position: start + w.sampleOffset)) }
-                        participant.push(UnsafeRawBufferPointer(block))
-                        return true
+    /// Feeds `first`, then what waited behind it, in order, until nothing is held.
+    private func feed(_ first: PendingSay, on call: Call) async {
+        var next: PendingSay? = first
+        while let request = next {
+            next = nil
+            await feedOne(request, on: call)
+            while next == nil {
+                let items = call.takeHeld()
+                if items.isEmpty { break }
+                for item in items {
+                    switch item {
+                    case .audio(let bytes): _ = call.participant?.push(bytes)
+                    case .mark(let session, let name): session.placeMark(name)
+                    case .say(let r): next = r
                     }
                 }
-                if case .success(let samples) = outcome {
-                    call.withLock { m in
-                        m.says.append(SaySegment(text: text, start: start, end: start + samples, words: words))
-                        if m.says.count > 16 { m.says.removeFirst(m.says.count - 16) }
-                    }
-                }
-                c.resume(returning: outcome)
             }
         }
-        switch result {
-        case .success(let samples): return samples * 1000 / rate.hertz
-        case .failure(let error): throw APIError(.serviceUnavailable, "tts_failed", error.description)
+    }
+
+    private func feedOne(_ request: PendingSay, on call: Call) async {
+        guard let synthesizer, let participant = call.participant else {
+            request.answer(.failure(.callEnded))
+            return
         }
+        let requested = MonotonicClock.now()
+        let rate = participant.sampleRate
+        let generation = call.withLock { $0.speech.generation }
+        let parts = Self.parts(of: request.text)
+        let total = request.text.unicodeScalars.count
+        let segmentID = call.withLock { m -> UInt64 in
+            let id = m.speech.nextSegmentID
+            m.speech.nextSegmentID += 1
+            let start = participant.writtenSampleCount()
+            m.speech.segments.append(SaySegment(id: id, hertz: rate.hertz, text: request.text, start: start, end: start))
+            if m.speech.segments.count > CallSpeech.keptSegments {
+                m.speech.segments.removeFirst(m.speech.segments.count - CallSpeech.keptSegments)
+            }
+            return id
+        }
+        says.add(1, ordering: .relaxed)
+        var answered = false
+        var fedSamples = 0
+        var fedCharacters = 0
+        func answer() {
+            guard !answered else { return }
+            answered = true
+            // The rest at the rate of what was synthesized (espeak-ng: about 54 ms per character).
+            let rest = fedCharacters > 0 ? (total - fedCharacters) * fedSamples / fedCharacters : 0
+            request.answer(.success((fedSamples + rest) * 1000 / rate.hertz))
+        }
+        var cancelled = false
+        for part in parts {
+            while participant.queuedSampleCount() > Self.feedAheadSeconds * rate.hertz {
+                answer()
+                if call.withLock({ $0.speech.generation != generation || $0.state.isFinal }) { break }
+                try? await Task.sleep(for: .milliseconds(200))
+            }
+            if call.withLock({ $0.speech.generation != generation || $0.state.isFinal }) {
+                cancelled = true
+                break
+            }
+            let started = MonotonicClock.now()
+            let isFirstPart = fedSamples == 0
+            let synthesized: Result<(Int, [SaySegment.Word]), Synthesizer.Error> = await withCheckedContinuation { c in
+                DispatchQueue.global().async {
+                    let base = participant.writtenSampleCount()
+                    var words: [SaySegment.Word] = []
+                    var first = true
+                    let outcome = Result { () throws(Synthesizer.Error) -> (Int, [SaySegment.Word]) in
+                        let n = try synthesizer.synthesize(part.text, rate: rate) { block, starting in
+                            for w in starting {
+                                words.append(.init(characterOffset: part.offset + w.characterOffset, position: base + w.sampleOffset))
+                            }
+                            participant.push(UnsafeRawBufferPointer(block))
+                            if first {
+                                first = false
+                                if isFirstPart { self.firstAudioNanoseconds.store(Int(MonotonicClock.now() - requested), ordering: .relaxed) }
+                            }
+                            return true
+                        }
+                        return (n, words)
+                    }
+                    c.resume(returning: outcome)
+                }
+            }
+            synthesisNanoseconds.add(Int(MonotonicClock.now() - started), ordering: .relaxed)
+            guard case .success(let (samples, words)) = synthesized else {
+                if case .failure(let error) = synthesized, !answered {
+                    answered = true
+                    request.answer(.failure(APIError(.serviceUnavailable, "tts_failed", error.description)))
+                }
+                cancelled = true
+                break
+            }
+            fedSamples += samples
+            fedCharacters = part.offset + part.text.unicodeScalars.count
+            let fed = fedCharacters
+            call.withLock { m in
+                guard let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) else { return }
+                m.speech.segments[i].end += samples
+                m.speech.segments[i].words += words
+                m.speech.segments[i].fedCharacters = fed
+            }
+        }
+        if !cancelled {
+            fedCharacters = total
+            call.withLock { m in
+                if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) { m.speech.segments[i].fedCharacters = total }
+            }
+            // Its end, like a mark: the say's line is written when it has played.
+            let mark = participant.mark()
+            if mark.isReached {
+                sayPlayed(call, segmentID: segmentID)
+            } else {
+                call.withLock { m in
+                    if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) { m.speech.segments[i].markID = mark.id }
+                }
+            }
+        }
+        answer()
+    }
+
+    /// The text in parts that end at a sentence (or, for a sentence too long, a word), each with
+    /// its offset in Unicode scalars.
+    static func parts(of text: String) -> [(offset: Int, text: String)] {
+        let scalars = Array(text.unicodeScalars)
+        var parts: [(Int, String)] = []
+        var start = 0
+        while start < scalars.count {
+            var end = min(scalars.count, start + partCharacters)
+            if end < scalars.count {
+                // The last sentence end in the window, else the last space.
+                let window = start..<end
+                if let stop = window.reversed().first(where: { i in ".!?\n".unicodeScalars.contains(scalars[i]) && i > start }) {
+                    end = stop + 1
+                } else if let space = window.reversed().first(where: { scalars[$0] == " " && $0 > start }) {
+                    end = space + 1
+                }
+            }
+            parts.append((start, String(String.UnicodeScalarView(scalars[start..<end]))))
+            start = end
+        }
+        return parts
+    }
+
+    // MARK: - the say's own transcript line
+
+    /// A mark reached in `call`'s playout: if it ends a say, the say's line (unless a clear is
+    /// pending, which then decides what was heard). Returns whether the mark was a say's.
+    func markPlayed(_ call: Call, mark: UInt64) -> Bool {
+        let (isSay, segmentID) = call.withLock { m -> (Bool, UInt64?) in
+            guard let i = m.speech.segments.firstIndex(where: { $0.markID == mark }) else { return (false, nil) }
+            if !m.clearPositions.isEmpty {
+                m.speech.segments[i].endReached = true
+                return (true, nil)
+            }
+            return (true, m.speech.segments[i].id)
+        }
+        if let segmentID { sayPlayed(call, segmentID: segmentID) }
+        return isSay
+    }
+
+    private func sayPlayed(_ call: Call, segmentID: UInt64) {
+        let line = call.withLock { m -> (String, Int)? in
+            guard let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }), !m.speech.segments[i].lined else { return nil }
+            m.speech.segments[i].lined = true
+            let s = m.speech.segments[i]
+            return (s.text, (s.end - s.start) * 1000 / s.hertz)
+        }
+        guard let (text, ms) = line, let store = store.withLockedValue({ $0 }) else { return }
+        store.addSayLine(call, text: text, playedMilliseconds: ms)
+    }
+
+    /// A clear's answer came: lines for the says it cut (their heard part) and for those whose
+    /// end it reported.
+    func cleared(_ call: Call, cuts: [(text: String, playedMilliseconds: Int)]) {
+        guard let store = store.withLockedValue({ $0 }) else { return }
+        for cut in cuts where !cut.text.isEmpty { store.addSayLine(call, text: cut.text, playedMilliseconds: cut.playedMilliseconds) }
     }
 }
 
-/// One `say` in a call's playout: its text, the sample positions it occupies and where its words
-/// start.
-struct SaySegment: Sendable {
-    struct Word: Sendable {
-        var characterOffset: Int
-        var position: Int
-    }
-    var text: String
-    var start: Int
-    var end: Int
-    var words: [Word]
-
-    /// The words heard when playout stopped at `played`: the text up to the first word not yet
-    /// started ("" when none started).
-    func spokenText(playedUpTo played: Int) -> String {
-        guard let next = words.first(where: { $0.position >= played }) else { return text }
-        let scalars = Array(text.unicodeScalars.prefix(next.characterOffset))
-        var cut = String(String.UnicodeScalarView(scalars))
-        while let last = cut.last, last == " " || last == "," || last == "\n" { cut.removeLast() }
-        return cut
+extension Call {
+    /// Whether inbound stream position `position` holds audio a `say` queued.
+    func isSynthesized(at position: Int) -> Bool {
+        withLock { m in m.speech.segments.contains { $0.start <= position && position < $0.end } }
     }
 }

@@ -15,6 +15,8 @@ final class Session: Sendable {
     let store: CallStore
     let speech: ServerSpeech
     private let receivingFlag = Atomic<Bool>(false)
+    /// The socket has closed: a mark held behind a say is only given back to the call's bound.
+    private let closedFlag = Atomic<Bool>(false)
 
     struct Marks {
         /// Names of this socket's marks still waiting, by the engine's mark id.
@@ -55,6 +57,12 @@ final class Session: Sendable {
         send(ServerMessage.Mark(name: name))
     }
 
+    /// A mark held behind a say that a clear dropped: answered at once.
+    func answerHeldMark(_ name: String) {
+        call.withLock { $0.pendingMarks -= 1 }
+        if !closedFlag.load(ordering: .relaxed) { send(ServerMessage.Mark(name: name)) }
+    }
+
     func cleared(request: UInt64, droppedMilliseconds: Int, spokenText: String) {
         let mine = marks.withLockedValue { m -> Bool in
             guard let p = m.pendingClear, request >= p else { return false }
@@ -66,6 +74,7 @@ final class Session: Sendable {
 
     /// Gives back what this socket held when it closes: its waiting marks' share of the call's bound.
     func closed() {
+        closedFlag.store(true, ordering: .relaxed)
         let waiting = marks.withLockedValue { m in
             defer { m.names = [:] }
             return m.names.count
@@ -86,6 +95,13 @@ final class Session: Sendable {
     }
 
     private func push(_ bytes: UnsafeRawBufferPointer) {
+        // Behind a say still being fed, audio waits its turn (bounded like the playout queue).
+        let (held, overflow) = call.holdAudio(bytes, limit: participant.sampleRate.hertz * 2 * 60)
+        if overflow {
+            let ms = participant.sampleRate.milliseconds(ofSampleCount: bytes.count / 2)
+            error("playout_overflow", "the playout queue holds 60 s; \(ms) ms of audio beyond it were dropped")
+        }
+        if held { return }
         let result = participant.push(bytes)
         if result.droppedSampleCount > 0 {
             let ms = participant.sampleRate.milliseconds(ofSampleCount: result.droppedSampleCount)
@@ -132,6 +148,16 @@ final class Session: Sendable {
         }
         guard admitted else {
             error("too_many_marks", "4,096 marks already wait for their audio on this call; this one was dropped")
+            return
+        }
+        if call.holdMark(self, name: name) { return }
+        placeMark(name)
+    }
+
+    /// Places an admitted mark (counted in the call's `pendingMarks`) after the audio queued so far.
+    func placeMark(_ name: String) {
+        guard !closedFlag.load(ordering: .relaxed) else {
+            call.withLock { $0.pendingMarks -= 1 }
             return
         }
         // The name is recorded under the same lock the answer takes, so an answer that races the
@@ -212,17 +238,19 @@ final class Session: Sendable {
             frameBytes: rate.blockByteCount, receive: receiving)
     }
 
-    /// `say` on the socket: synthesized and queued off the socket's task; an error comes back as
-    /// `call_error`. (Unlike HTTP `say`, which answers once the speech is queued, a mark sent right
-    /// after this message may be placed before the speech: wait for the HTTP answer to order them.)
+    /// `say` on the socket: queued in the call's order at once (a `mark` sent after it waits for
+    /// it), synthesized off the socket's task; an error comes back as `call_error`.
     private func say(_ message: ClientMessage) {
         guard let text = message.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
             error("invalid_text", "\"text\" must be 1 to 10,000 characters")
             return
         }
-        let (speech, call) = (self.speech, self.call)
-        Task {
-            do throws(APIError) { _ = try await speech.say(text, on: call) } catch { self.error(error.code, error.message) }
+        do throws(APIError) { try speech.checkSay(on: call) } catch {
+            self.error(error.code, error.message)
+            return
+        }
+        speech.enqueueSay(text, on: call) { [self] result in
+            if case .failure(let error) = result { self.error(error.code, error.message) }
         }
     }
 

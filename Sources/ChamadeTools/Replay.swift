@@ -2,6 +2,7 @@ public import ChamadeCore
 public import ChamadeDSP
 public import ChamadeEngine
 public import ChamadeAudioFile
+public import ChamadeSpeech
 import Foundation
 
 /// `chamade replay`: runs a room offline, faster than real time, with each input file as one
@@ -11,6 +12,11 @@ import Foundation
 /// `<out>/room.wav` (the full mix at the room's rate), all 16-bit mono. The room runs until the
 /// longest input ends, plus `tailBlockCount` blocks so the converters' delay does not cut the end.
 /// Deterministic: the same inputs give byte-identical outputs.
+///
+/// With `transcriptPath`, the room is also transcribed as `serve` transcribes it (SPEC §7: per
+/// talker, voice activity, PocketSphinx), offline on this thread, and the lines are written there,
+/// one per utterance in the order they started: `START END [speaker] text`, times in seconds from
+/// the start of the inputs, the speaker being the input's name. Deterministic too.
 public enum Replay {
     /// Blocks run after the longest input ends: two conversions of SINC_FASTEST delay about 2 ms,
     /// SINC_BEST about 20 ms, so two blocks cover every converter type.
@@ -21,11 +27,13 @@ public enum Replay {
         public var outputDirectory: String
         public var nativeRate: SampleRate
         public var quality: ConverterQuality
+        public var transcriptPath: String?
 
         public init(
             inputs: [String], outputDirectory: String, nativeRate: SampleRate = .hz48000,
-            quality: ConverterQuality = .default
+            quality: ConverterQuality = .default, transcriptPath: String? = nil
         ) {
+            self.transcriptPath = transcriptPath
             self.inputs = inputs
             self.outputDirectory = outputDirectory
             self.nativeRate = nativeRate
@@ -40,6 +48,8 @@ public enum Replay {
         case audioFile(AudioFile.Error)
         case cannotCreateDirectory(path: String, reason: String)
         case engine(EngineError)
+        case speech(Recognizer.Error)
+        case cannotWrite(path: String, reason: String)
 
         public var description: String {
             switch self {
@@ -51,6 +61,8 @@ public enum Replay {
             case .audioFile(let e): e.description
             case .cannotCreateDirectory(let path, let reason): "cannot create output directory \(path): \(reason)"
             case .engine(let e): e.description
+            case .speech(let e): e.description
+            case .cannotWrite(let path, let reason): "cannot write \(path): \(reason)"
             }
         }
     }
@@ -60,6 +72,8 @@ public enum Replay {
         public var mixMinusPaths: [String]
         public var roomPath: String
         public var tickCount: Int
+        /// The transcript's lines, when asked for.
+        public var transcript: [String]
         /// Seconds of audio produced (ticks × 20 ms).
         public var seconds: Double { Double(tickCount) / Double(SampleRate.blocksPerSecond) }
     }
@@ -106,8 +120,9 @@ public enum Replay {
         defer { engine.shutdown() }
         let participants: [Participant]
         let recorder: Participant
+        let room: Room
         do throws(EngineError) {
-            let room = try engine.createRoom(nativeRate: options.nativeRate, capacity: rates.count + 1)
+            room = try engine.createRoom(nativeRate: options.nativeRate, capacity: rates.count + 1)
             var joined: [Participant] = []
             for rate in rates { joined.append(try room.join(rate: rate)) }
             participants = joined
@@ -115,6 +130,19 @@ public enum Replay {
         } catch {
             throw .engine(error)
         }
+        let lines = TranscriptLines()
+        var transcriber: Transcriber?
+        if options.transcriptPath != nil {
+            var settings = Transcriber.Settings()
+            settings.offline = true
+            do throws(Recognizer.Error) {
+                transcriber = try Transcriber(settings: settings) { event in lines.take(event) }
+            } catch {
+                throw .speech(error)
+            }
+            transcriber?.attach(room)
+        }
+        defer { transcriber?.stop() }
         // Installs everyone; the blocks of this tick precede any audio and are not written.
         engine.tick()
         for p in participants + [recorder] { p.discardReadyBlocks() }
@@ -151,6 +179,7 @@ public enum Replay {
                     }
                 }
                 engine.tick()
+                transcriber?.pump()
                 for (i, participant) in (participants + [recorder]).enumerated() {
                     let n = participant.sampleRate.blockSampleCount
                     let pulled = block.withUnsafeMutableBufferPointer {
@@ -172,7 +201,23 @@ public enum Replay {
         } catch {
             throw .audioFile(error)
         }
-        return Summary(mixMinusPaths: mixMinusPaths, roomPath: roomPath, tickCount: tickCount)
+        var transcript: [String] = []
+        if let transcriber, let path = options.transcriptPath {
+            transcriber.finish()
+            // Block k of the inputs played at tick k + 2 (the first tick installs the participants).
+            let names = Dictionary(uniqueKeysWithValues: zip(participants.map(\.id), options.inputs.map(participantName)))
+            transcript = lines.sorted().map { u in
+                let start = Double(max(0, u.start - 40)) / 1000
+                let end = Double(max(0, u.end - 40)) / 1000
+                return String(format: "%.2f %.2f [%@] %@", start, end, names[u.participant] ?? "?", u.text)
+            }
+            do {
+                try (transcript.map { $0 + "\n" }.joined()).write(toFile: path, atomically: true, encoding: .utf8)
+            } catch {
+                throw .cannotWrite(path: path, reason: error.localizedDescription)
+            }
+        }
+        return Summary(mixMinusPaths: mixMinusPaths, roomPath: roomPath, tickCount: tickCount, transcript: transcript)
     }
 
     /// Copies block `block` of `samples` into `destination`, zero-padding past the end.
@@ -185,5 +230,28 @@ public enum Replay {
         if available < destination.count {
             (destination.baseAddress! + available).update(repeating: 0, count: destination.count - available)
         }
+    }
+}
+
+/// The utterances a replay's transcriber reported (on the replay's own thread, offline).
+final class TranscriptLines: @unchecked Sendable {
+    // SAFETY: offline transcription reports on the thread that pumps it, the replay's.
+    struct Line {
+        var participant: ParticipantID
+        var text: String
+        var start: Int
+        var end: Int
+    }
+    private var lines: [Line] = []
+
+    func take(_ event: Transcriber.Event) {
+        if case .utterance(let p, let text, let start, let end) = event {
+            lines.append(Line(participant: p, text: text, start: start, end: end))
+        }
+    }
+
+    /// In the order the utterances started (then by participant, for a tie).
+    func sorted() -> [Line] {
+        lines.sorted { ($0.start, $0.participant.rawValue) < ($1.start, $1.participant.rawValue) }
     }
 }

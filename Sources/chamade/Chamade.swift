@@ -37,6 +37,9 @@ struct ReplayCommand: ParsableCommand {
     @Option(name: .long, help: "The room's native rate in Hz (multiple of 50, 8000–48000).")
     var rate: Int = 48000
 
+    @Option(name: .long, help: "Also transcribe the room (PocketSphinx) and write its lines here: START END [input-name] text.")
+    var transcript: String?
+
     func validate() throws {
         guard !inputs.isEmpty else { throw ValidationError("give at least one input file") }
         guard SampleRate.isSupported(rate) else {
@@ -45,7 +48,8 @@ struct ReplayCommand: ParsableCommand {
     }
 
     func run() throws {
-        let options = Replay.Options(inputs: inputs, outputDirectory: out, nativeRate: try SampleRate(hertz: rate))
+        let options = Replay.Options(
+            inputs: inputs, outputDirectory: out, nativeRate: try SampleRate(hertz: rate), transcriptPath: transcript)
         let started = ContinuousClock.now
         let summary: Replay.Summary
         do {
@@ -58,6 +62,7 @@ struct ReplayCommand: ParsableCommand {
         print("replayed \(String(format: "%.2f", summary.seconds)) s of a \(rate) Hz room with \(inputs.count) participants in \(elapsed.formatted(.units(allowed: [.seconds, .milliseconds], width: .narrow))) (\(String(format: "%.0f", speed))x real time)")
         for path in summary.mixMinusPaths { print("  \(path)") }
         print("  \(summary.roomPath)")
+        if let transcript { print("  \(transcript) (\(summary.transcript.count) lines)") }
     }
 }
 
@@ -96,6 +101,10 @@ struct ServeCommand: AsyncParsableCommand {
     var rtpTimeout: Double?
     @Option(name: .long, help: "Built-in TTS for say: espeak or none (default espeak; CHAMADE_TTS).")
     var tts: String?
+    @Option(name: .long, help: "Built-in STT for transcripts: pocketsphinx or none (default pocketsphinx; CHAMADE_STT).")
+    var stt: String?
+    @Option(name: .customLong("stt-workers"), help: "Recognizer threads, each with one PocketSphinx decoder (~90 MB) while in use (default 2; CHAMADE_STT_WORKERS).")
+    var sttWorkers: Int?
     @Option(name: .long, help: "SIP over UDP: HOST:PORT to listen on (port 0: any), or off (default 127.0.0.1:5060; CHAMADE_SIP).")
     var sip: String?
     @Option(name: .customLong("sip-route"), help: "Inbound SIP calls for USER (or * for any) belong to KEY: USER=KEY (repeatable; CHAMADE_SIP_ROUTES).")
@@ -181,6 +190,12 @@ struct ServeCommand: AsyncParsableCommand {
         guard ["espeak", "none"].contains(try setting(tts, "CHAMADE_TTS", "espeak")) else {
             throw ValidationError("--tts must be espeak or none")
         }
+        guard ["pocketsphinx", "none"].contains(try setting(stt, "CHAMADE_STT", "pocketsphinx")) else {
+            throw ValidationError("--stt must be pocketsphinx or none")
+        }
+        guard (1...16).contains(try setting(sttWorkers, "CHAMADE_STT_WORKERS", 2)) else {
+            throw ValidationError("--stt-workers must be 1 to 16")
+        }
         let cert = tlsCert ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_CERT"]
         let key = tlsKey ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_KEY"]
         guard (cert == nil) == (key == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -213,7 +228,9 @@ struct ServeCommand: AsyncParsableCommand {
             maxCallsPerKey: try setting(maxCallsPerKey, "CHAMADE_MAX_CALLS_PER_KEY", 1000),
             rtpPorts: Self.portRange(try setting(rtpPorts, "CHAMADE_RTP_PORTS", "20000-29999"))!,
             rtpTimeoutSeconds: try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10), sip: try sipSettings(),
-            tts: try setting(tts, "CHAMADE_TTS", "espeak") == "espeak")
+            tts: try setting(tts, "CHAMADE_TTS", "espeak") == "espeak",
+            stt: try setting(stt, "CHAMADE_STT", "pocketsphinx") == "pocketsphinx",
+            sttWorkers: try setting(sttWorkers, "CHAMADE_STT_WORKERS", 2))
         var logger = Logger(label: "chamade")
         logger.logLevel = .notice
         let server = ChamadeServer(engine: Engine(), configuration: configuration, logger: logger)

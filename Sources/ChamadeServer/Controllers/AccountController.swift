@@ -25,7 +25,8 @@ struct AccountController {
         return AccountResponse(
             plan: "self-hosted",
             features: [
-                "audio_in": "ready", "audio_out": "ready", "text_chat": "ready", "hosted_stt": "unavailable",
+                "audio_in": "ready", "audio_out": "ready", "text_chat": "ready",
+                "hosted_stt": core.speech.transcriber == nil ? "unavailable" : "ready",
                 "hosted_tts": core.speech.synthesizer == nil ? "unavailable" : "ready", "sip": sipReady ? "ready" : "unavailable",
             ],
             platforms: platforms, concurrentCalls: core.store.liveCallCount(apiKey: context.apiKey),
@@ -41,7 +42,9 @@ struct AccountController {
     }
 
     @Sendable func voiceConfigs(_ request: Request, context: APIRequestContext) async throws -> VoiceConfigList {
-        VoiceConfigList(tts: VoiceConfigs.all.filter { $0.id == "espeak-en" }, stt: VoiceConfigs.all.filter { $0.id != "espeak-en" })
+        VoiceConfigList(
+            tts: [VoiceConfigs.tts.enabled(core.speech.synthesizer != nil)],
+            stt: [VoiceConfigs.stt.enabled(core.speech.transcriber != nil)])
     }
 
     @Sendable func eventsWithoutUpgrade(_ request: Request, context: APIRequestContext) async throws -> Response {
@@ -49,11 +52,17 @@ struct AccountController {
     }
 }
 
-/// The built-in speech presets (SPEC §7). The engines are not built into this server yet, so both
-/// are listed as not enabled and `say` answers `tts_not_configured`.
+/// The built-in speech presets (SPEC §7): enabled when the engine is on (`--tts`, `--stt`).
 enum VoiceConfigs {
-    static let all = [
-        VoiceConfig(id: "espeak-en", provider: "espeak-ng", language: "en", enabled: false),
-        VoiceConfig(id: "pocketsphinx-en-us", provider: "pocketsphinx", language: "en-US", enabled: false),
-    ]
+    static let tts = VoiceConfig(id: "espeak-en", provider: "espeak-ng", language: "en-US", enabled: false)
+    static let stt = VoiceConfig(id: "pocketsphinx-en-us", provider: "pocketsphinx", language: "en-US", enabled: false)
+    static let all = [tts, stt]
+}
+
+extension VoiceConfig {
+    func enabled(_ on: Bool) -> VoiceConfig {
+        var c = self
+        c.enabled = on
+        return c
+    }
 }

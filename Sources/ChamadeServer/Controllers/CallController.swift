@@ -36,16 +36,18 @@ struct CallController {
         guard let url = body.meetingURL, !url.isEmpty, url.utf8.count <= 2048 else {
             throw APIError.badRequest("invalid_meeting_url", "meeting_url is required (at most 2,048 bytes)")
         }
-        for id in [body.sttVoiceConfigID, body.ttsVoiceConfigID].compactMap({ $0 }) {
-            guard VoiceConfigs.all.contains(where: { $0.id == id }) else {
-                throw APIError.badRequest("unknown_voice_config", "no voice config \"\(id)\": see GET /api/voice-configs")
+        for (id, preset) in [(body.sttVoiceConfigID, VoiceConfigs.stt), (body.ttsVoiceConfigID, VoiceConfigs.tts)] {
+            guard let id else { continue }
+            guard id == preset.id else {
+                throw APIError.badRequest("unknown_voice_config", "no voice config \"\(id)\" of that kind: see GET /api/voice-configs")
             }
         }
         let agent = body.agentName.flatMap { $0.isEmpty ? nil : $0 } ?? "AI Agent"
         guard scalarCount(agent) <= 256 else {
             throw APIError.badRequest("invalid_agent_name", "agent_name is at most 256 characters")
         }
-        let call = try core.store.create(apiKey: context.apiKey, platform: platform, meetingURL: url, agentName: agent)
+        let call = try core.store.create(
+            apiKey: context.apiKey, platform: platform, meetingURL: url, agentName: agent, transcripts: body.transcripts)
         return call.object(baseURL: core.baseURL)
     }
 

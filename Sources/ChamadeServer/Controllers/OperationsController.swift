@@ -22,7 +22,7 @@ struct OperationsController {
     }
 
     @Sendable func metrics(_ request: Request, context: APIRequestContext) async throws -> Response {
-        let text = core.metrics.render(engine: core.engine, store: core.store, counters: core.counters)
+        let text = core.metrics.render(engine: core.engine, store: core.store, counters: core.counters, speech: core.speech)
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
             body: .init(byteBuffer: ByteBuffer(string: text)))

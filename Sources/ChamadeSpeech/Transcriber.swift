@@ -1,0 +1,265 @@
+public import ChamadeCore
+public import ChamadeEngine
+import Synchronization
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Per-talker transcripts of rooms (SPEC §7): taps the rooms that want them, follows each talker's
+/// voice activity (`call_speaking`), and hands each utterance to a pooled PocketSphinx recognizer
+/// while it is spoken; the text comes back as an event with the utterance's place on the room's
+/// clock.
+///
+/// Nothing here runs on the tick: the room copies talkers' blocks into its `RoomTap` (SPSC, never
+/// waiting); one router thread reads every tap each 20 ms, brings blocks to 16 kHz, runs the voice
+/// activity detectors and appends utterances' audio; the pool's workers decode. Work follows
+/// talkers: a room's silent participants put nothing in its tap, a talker costs nothing between
+/// utterances but its detector, and the router sleeps while no room is tapped.
+///
+/// Offline (`Settings.offline`), nothing runs on its own: the caller ticks the rooms, then calls
+/// `pump()`, and `finish()` at the end; everything is decoded on the caller's thread, in order, so
+/// the same input gives the same transcript.
+public final class Transcriber: Sendable {
+    public struct Settings: Sendable {
+        /// Recognizer threads (each with at most one decoder, about 90 MB).
+        public var workers = 2
+        /// A worker frees its decoder after this long without an utterance.
+        public var idleSeconds = 30
+        /// Audio an utterance may have waiting for its recognizer before the oldest is dropped.
+        public var maxLagSeconds = 10
+        public var modelDirectory = Recognizer.defaultModelDirectory
+        public var offline = false
+
+        public init() {}
+    }
+
+    public enum Event: Sendable, Equatable {
+        /// Voice activity of a talker (with a 300 ms hang-over).
+        case speaking(ParticipantID, Bool)
+        /// A finished utterance, on the room's clock (ms since its first tick).
+        case utterance(ParticipantID, text: String, startMilliseconds: Int, endMilliseconds: Int)
+    }
+
+    /// What `/metrics` shows.
+    public struct Statistics: Sendable, Equatable {
+        public var recognizers: Int
+        public var utterances: Int
+        public var transcribedTalkers: Int
+        public var fedMilliseconds: Int
+        public var droppedMilliseconds: Int
+        public var lagMilliseconds: Int
+    }
+
+    /// A tapped room, on the router's side.
+    final class Tapped: @unchecked Sendable {
+        // SAFETY: `talkers` is used only by the router thread (or the offline caller); `detached`
+        // is atomic.
+        let room: Room
+        let tap: RoomTap
+        let isSynthesized: @Sendable (ParticipantID, Int) -> Bool
+        var talkers: [ParticipantID: Talker] = [:]
+        /// The room's latest utterance: its cepstral mean starts a new talker's first one.
+        var latest: Utterance?
+        let detached = Atomic<Bool>(false)
+
+        init(room: Room, tap: RoomTap, isSynthesized: @escaping @Sendable (ParticipantID, Int) -> Bool) {
+            self.room = room
+            self.tap = tap
+            self.isSynthesized = isSynthesized
+        }
+    }
+
+    private let settings: Settings
+    private let rooms = Mutex<[RoomID: Tapped]>([:])
+    private let pool: RecognizerPool
+    private let onEvent: @Sendable (Event) -> Void
+    private let wake = TickSignal()
+    private let running = Atomic<Bool>(true)
+    private let routerExited = TickSignal()
+    private let droppedSamples = Atomic<Int>(0)
+    private let activeTalkers = Atomic<Int>(0)
+    /// Serialises `pump` (the router thread, or offline callers).
+    private let pumping = Mutex(())
+
+    /// Checks the model is there (a decoder is made only when the first utterance needs it) and,
+    /// unless offline, starts the router and the workers.
+    public init(settings: Settings = Settings(), onEvent: @escaping @Sendable (Event) -> Void) throws(Recognizer.Error) {
+        for f in ["en-us/mdef", "en-us.lm.bin", "cmudict-en-us.dict"] where access("\(settings.modelDirectory)/\(f)", R_OK) != 0 {
+            throw .unavailable("model file \(settings.modelDirectory)/\(f) missing (Debian package pocketsphinx-en-us)")
+        }
+        self.settings = settings
+        self.onEvent = onEvent
+        pool = RecognizerPool(
+            threads: settings.offline ? 0 : settings.workers, idleSeconds: settings.idleSeconds,
+            modelDirectory: settings.modelDirectory,
+            onResult: { utterance, text, endTick in
+                guard !text.isEmpty else { return }
+                onEvent(.utterance(
+                    utterance.participant, text: text,
+                    startMilliseconds: Int(utterance.startTick) * 20, endMilliseconds: Int(endTick + 1) * 20))
+            },
+            onError: { _ in })
+        if !settings.offline {
+            startDetachedThread { [self] in route() }
+        }
+    }
+
+    /// Starts transcribing `room`'s talkers. `isSynthesized` tells audio the server queued itself
+    /// (a `say`, transcribed from its text) by participant and inbound stream position.
+    public func attach(_ room: Room, isSynthesized: @escaping @Sendable (ParticipantID, Int) -> Bool = { _, _ in false }) {
+        let tap = RoomTap()
+        let added = rooms.withLock { rooms -> Bool in
+            guard rooms[room.id] == nil else { return false }
+            rooms[room.id] = Tapped(room: room, tap: tap, isSynthesized: isSynthesized)
+            return true
+        }
+        guard added else { return }
+        room.setTap(tap)
+        wake.post()
+    }
+
+    /// Stops transcribing `room`: utterances in progress end where they are.
+    public func detach(_ room: Room) {
+        let tapped = rooms.withLock { $0[room.id] }
+        guard let tapped else { return }
+        room.setTap(nil)
+        tapped.detached.store(true, ordering: .releasing)
+        wake.post()
+    }
+
+    /// Whether `room` is transcribed.
+    public func isAttached(_ room: Room) -> Bool { rooms.withLock { $0[room.id] != nil } }
+
+    public var statistics: Statistics {
+        let lost = rooms.withLock { $0.values.reduce(0) { $0 + $1.tap.lostBlockCount } }
+        return Statistics(
+            recognizers: pool.recognizers.load(ordering: .relaxed),
+            utterances: pool.finished.load(ordering: .relaxed),
+            transcribedTalkers: activeTalkers.load(ordering: .relaxed),
+            fedMilliseconds: pool.fedSamples.load(ordering: .relaxed) / 16,
+            droppedMilliseconds: droppedSamples.load(ordering: .relaxed) / 16 + lost * 20,
+            lagMilliseconds: pool.largestLagSampleCount / 16)
+    }
+
+    /// Makes every recognizer worker stop taking audio (true) or carry on: for tests that prove a
+    /// stuck recognizer never delays a room.
+    public func stallRecognizers(_ on: Bool) {
+        pool.stalled.store(on, ordering: .relaxed)
+    }
+
+    /// Stops the router and the workers.
+    public func stop() {
+        guard running.exchange(false, ordering: .relaxed) else { return }
+        if !settings.offline {
+            wake.post()
+            _ = routerExited.wait(milliseconds: 2000)
+        }
+        pool.stop()
+    }
+
+    // MARK: - Router
+
+    private func route() {
+        var deadline = MonotonicClock.now()
+        while running.load(ordering: .relaxed) {
+            let any = rooms.withLock { !$0.isEmpty }
+            if !any {
+                _ = wake.wait(milliseconds: 1000)
+                deadline = MonotonicClock.now()
+                continue
+            }
+            pump()
+            deadline += 20_000_000
+            let now = MonotonicClock.now()
+            if deadline < now { deadline = now }
+            MonotonicClock.sleep(until: deadline)
+        }
+        routerExited.post()
+    }
+
+    /// Reads every tap and advances every talker up to the rooms' clocks; offline, also decodes.
+    public func pump() {
+        pumping.withLock { _ in
+            let tapped = rooms.withLock { Array($0.values) }
+            for t in tapped { pump(t) }
+            if settings.offline { pool.drain() }
+        }
+    }
+
+    /// Offline: ends every utterance in progress and decodes everything.
+    public func finish() {
+        pumping.withLock { _ in
+            let tapped = rooms.withLock { Array($0.values) }
+            for t in tapped {
+                pump(t)
+                for talker in t.talkers.values { handle(talker.close(), talker: talker) }
+            }
+            pool.drain()
+        }
+    }
+
+    private func pump(_ t: Tapped) {
+        let maxPending = settings.maxLagSeconds * Recognizer.hertz
+        var dropped = 0
+        // Ticks whose blocks are all in the tap: every one before the tick running now (online);
+        // offline, the caller runs ticks to completion before pumping.
+        let now = t.room.tickCount
+        let complete = settings.offline ? now : now &- 2
+        t.tap.read { header, samples in
+            let talker = t.talkers[header.participant] ?? {
+                let new = Talker(id: header.participant, firstTick: header.tick)
+                t.talkers[header.participant] = new
+                return new
+            }()
+            guard header.tick > talker.lastTick else { return }
+            fillSilence(talker, upTo: header.tick &- 1, maxPending: maxPending, dropped: &dropped)
+            let outcomes = t.isSynthesized(header.participant, header.streamPosition)
+                ? talker.takeSilence(tick: header.tick, maxPendingSamples: maxPending, dropped: &dropped)
+                : talker.take(
+                    samples, rate: header.rate, tick: header.tick, maxPendingSamples: maxPending,
+                    roomMean: t.latest.flatMap { u in u.finalMean.withLock { $0 } ?? u.initialMean }, dropped: &dropped)
+            for case .submit(let u) in outcomes { t.latest = u }
+            handle(outcomes, talker: talker)
+        }
+        for talker in t.talkers.values where complete > talker.lastTick {
+            fillSilence(talker, upTo: complete, maxPending: maxPending, dropped: &dropped)
+        }
+        // Talkers silent for a minute are forgotten (their converter and detector freed).
+        t.talkers = t.talkers.filter { $0.value.isActive || $0.value.lastTick &+ 3000 > complete }
+        if t.detached.load(ordering: .acquiring) {
+            for talker in t.talkers.values { handle(talker.close(), talker: talker) }
+            t.talkers.removeAll()
+            rooms.withLock { rooms in
+                if rooms[t.room.id] === t { rooms[t.room.id] = nil }
+            }
+        }
+        if dropped > 0 { droppedSamples.add(dropped, ordering: .relaxed) }
+    }
+
+    /// Silence for the ticks a talker in an utterance did not talk, up to `tick`.
+    private func fillSilence(_ talker: Talker, upTo tick: UInt64, maxPending: Int, dropped: inout Int) {
+        guard talker.isActive else {
+            if tick > talker.lastTick { talker.lastTick = tick }
+            return
+        }
+        while talker.lastTick < tick, talker.isActive {
+            handle(talker.takeSilence(tick: talker.lastTick &+ 1, maxPendingSamples: maxPending, dropped: &dropped), talker: talker)
+        }
+        if tick > talker.lastTick { talker.lastTick = tick }
+    }
+
+    private func handle(_ outcomes: [Talker.Outcome], talker: Talker) {
+        for o in outcomes {
+            switch o {
+            case .speaking(let on):
+                onEvent(.speaking(talker.id, on))
+            case .submit(let u):
+                activeTalkers.add(1, ordering: .relaxed)
+                pool.submit(u)
+            case .closed:
+                activeTalkers.subtract(1, ordering: .relaxed)
+                pool.poke()
+            }
+        }
+    }
+}
