@@ -84,7 +84,8 @@ let package = Package(
         .target(name: "ChamadeSIP", dependencies: ["CLibre", "ChamadeMedia"], swiftSettings: swiftSettings),
         // Speech built in (SPEC §7): espeak-ng's one owner, off every real-time thread.
         .target(
-            name: "ChamadeSpeech", dependencies: ["ChamadeCore", "ChamadeDSP", "ChamadeEngine", "CEspeakNG", "CPocketSphinx"],
+            name: "ChamadeSpeech",
+            dependencies: ["ChamadeCore", "ChamadeDSP", "ChamadeEngine", "CEspeakNG", "CPocketSphinx", "CChamadeShims"],
             swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTools",

@@ -3,6 +3,4 @@
 // PocketSphinx 5prealpha (Debian libpocketsphinx-dev), used only by ChamadeSpeech's Recognizer.
 // Its one variadic function (sphinxbase's cmd_ln_init) is not used: cmd_ln_parse_r takes an argv.
 #include <pocketsphinx.h>
-// malloc_trim: glibc keeps what ps_free releases until asked (Recognizer.returnFreedMemory).
-#include <malloc.h>
 #endif

@@ -53,6 +53,8 @@ enum HeldItem: Sendable {
 /// A `say` waiting for its turn, and who waits for its answer (`queued_ms`, or an error).
 struct PendingSay: Sendable {
     var text: String
+    /// When it was asked for (monotonic ns), for the time to its first audio.
+    var requested: Int64
     var answer: @Sendable (Result<Int, APIError>) -> Void
 }
 

@@ -63,7 +63,7 @@ final class ServerMetrics: Sendable {
             recognizers: CoreMetrics.Gauge(label: "chamade_stt_recognizers", factory: factory),
             transcribedTalkers: CoreMetrics.Gauge(label: "chamade_stt_transcribed_talkers", factory: factory),
             recognizerLag: CoreMetrics.Gauge(label: "chamade_stt_lag_ms", factory: factory),
-            firstAudio: CoreMetrics.Gauge(label: "chamade_tts_first_audio_ms", factory: factory),
+            firstAudio: CoreMetrics.Gauge(label: "chamade_tts_first_audio_seconds", factory: factory),
             counters: counters,
             tickTime: CoreMetrics.Timer(label: "chamade_tick_seconds", factory: factory))
         guard sip else {
@@ -106,7 +106,7 @@ final class ServerMetrics: Sendable {
             instruments.recognizers.record(stt?.recognizers ?? 0)
             instruments.transcribedTalkers.record(stt?.transcribedTalkers ?? 0)
             instruments.recognizerLag.record(stt?.lagMilliseconds ?? 0)
-            instruments.firstAudio.record(speech.firstAudioNanoseconds.load(ordering: .relaxed) / 1_000_000)
+            instruments.firstAudio.record(Double(speech.firstAudioNanoseconds.load(ordering: .relaxed)) / 1e9)
             let (legs, open) = store.legStatistics()
             instruments.legs.record(open.count)
             instruments.legJitter.record(open.map(\.jitterMilliseconds).max() ?? 0)

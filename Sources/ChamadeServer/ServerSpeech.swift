@@ -29,7 +29,8 @@ final class ServerSpeech: Sendable {
     /// Says started and the CPU time their synthesis took (ns), for `/metrics`.
     let says = Atomic<Int>(0)
     let synthesisNanoseconds = Atomic<Int>(0)
-    /// Time from a say's request to its first audio queued, last value (ns).
+    /// Time from a say's request to its first audio queued, last value (ns; a say held behind
+    /// another counts its wait).
     let firstAudioNanoseconds = Atomic<Int>(0)
 
     static let feedAheadSeconds = 20
@@ -92,7 +93,7 @@ final class ServerSpeech: Sendable {
     /// Queues a say in the call's order at once (a socket's later messages go after it); `answer`
     /// gets its `queued_ms` once it is queued, or an error.
     func enqueueSay(_ text: String, on call: Call, answer: @escaping @Sendable (Result<Int, APIError>) -> Void) {
-        let request = PendingSay(text: text, answer: answer)
+        let request = PendingSay(text: text, requested: MonotonicClock.now(), answer: answer)
         if !call.holdOrStartSay(request) {
             Task { await self.feed(request, on: call) }
         }
@@ -123,7 +124,7 @@ final class ServerSpeech: Sendable {
             request.answer(.failure(.callEnded))
             return
         }
-        let requested = MonotonicClock.now()
+        let requested = request.requested
         let rate = participant.sampleRate
         let generation = call.withLock { $0.speech.generation }
         let parts = Self.parts(of: request.text)

@@ -1,4 +1,6 @@
+import CChamadeShims
 import CPocketSphinx
+import ChamadeEngine
 #if canImport(Glibc)
 import Glibc
 #endif
@@ -30,6 +32,8 @@ public final class Recognizer {
 
     private let decoder: OpaquePointer
     private var inUtterance = false
+    /// Whose utterance it decoded last (set by its pool).
+    var lastTalker: ParticipantID?
     /// Whether an utterance is open (fed, not finished).
     public var isInUtterance: Bool { inUtterance }
 
@@ -102,8 +106,6 @@ public final class Recognizer {
     /// Gives freed heap back to the system. glibc keeps what `ps_free` released (about 190 MB for
     /// two decoders) until asked; call after freeing recognizers.
     public static func returnFreedMemory() {
-        #if canImport(Glibc)
-        malloc_trim(0)
-        #endif
+        cchamade_malloc_trim()
     }
 }

@@ -1,3 +1,4 @@
+import CChamadeShims
 import ChamadeEngine
 import Synchronization
 #if canImport(Glibc)
@@ -22,9 +23,16 @@ final class RecognizerPool: Sendable {
         var waiting: [Utterance] = []
         var active: [Utterance] = []
         var running = true
+        /// Idle workers that hold a recognizer (warm) and that do not (cold).
+        var idleWarm = 0
+        var idleCold = 0
     }
     private let queue = Mutex(Queue())
-    private let signal = TickSignal()
+    /// Wakes an idle warm worker; an idle cold one. A new utterance goes to a warm worker when one
+    /// is idle, so a decoder (90 MB) is made only when every existing one is busy: recognizers
+    /// follow the number of talkers at once, not the number of workers.
+    private let warm = TickSignal()
+    private let cold = TickSignal()
     private let threads: Int
     private let idleSeconds: Int
     private let modelDirectory: String
@@ -62,19 +70,20 @@ final class RecognizerPool: Sendable {
 
     /// Hands over a new utterance (its audio may still be coming).
     func submit(_ utterance: Utterance) {
-        queue.withLock { $0.waiting.append(utterance) }
-        signal.post()
+        let warmIdle = queue.withLock { q in
+            q.waiting.append(utterance)
+            return q.idleWarm > 0
+        }
+        (warmIdle ? warm : cold).post()
     }
-
-    /// Wakes a worker: an utterance it holds has new audio or ended.
-    func poke() { signal.post() }
 
     /// Stops the workers once their current utterance is done (or after 2 s) and frees their
     /// recognizers.
     func stop() {
         queue.withLock { $0.running = false }
         for _ in 0..<threads {
-            signal.post()
+            warm.post()
+            cold.post()
             _ = exited.wait(milliseconds: 2000)
         }
         inline.withLock { $0 = Inline() }
@@ -87,20 +96,35 @@ final class RecognizerPool: Sendable {
 
     // MARK: - Workers
 
+    /// How much nicer than the clock the workers run: decoding is the heaviest work of the
+    /// process (0.2 core per talker) and must yield to the tick, the legs and the sockets.
+    static let workerNice: Int32 = 10
+
     private func work(_ index: Int) {
+        cchamade_set_thread_name("chamade-stt\(index)")
+        cchamade_lower_thread_priority(Self.workerNice)
         var recognizer: Recognizer?
         var current: Utterance?
         var idleSince = MonotonicClock.now()
         while true {
             if current == nil {
-                let (next, running) = queue.withLock { q -> (Utterance?, Bool) in
-                    guard q.running else { return (nil, false) }
-                    guard !q.waiting.isEmpty else { return (nil, true) }
+                let isWarm = recognizer != nil
+                let (next, running, more) = queue.withLock { q -> (Utterance?, Bool, Bool) in
+                    guard q.running else { return (nil, false, false) }
+                    // A cold worker leaves the utterance to an idle warm one (and wakes it).
+                    guard !q.waiting.isEmpty, isWarm || q.idleWarm == 0 else {
+                        let handOver = !q.waiting.isEmpty
+                        if isWarm { q.idleWarm += 1 } else { q.idleCold += 1 }
+                        if handOver { warm.post() }
+                        return (nil, true, false)
+                    }
                     let next = q.waiting.removeFirst()
                     q.active.append(next)
-                    return (next, true)
+                    return (next, true, !q.waiting.isEmpty)
                 }
                 guard running else { break }
+                // More waiting than this worker can take: wake another.
+                if more { cold.post() }
                 current = next
                 if current == nil {
                     if recognizer != nil, MonotonicClock.now() - idleSince > Int64(idleSeconds) * 1_000_000_000 {
@@ -108,7 +132,10 @@ final class RecognizerPool: Sendable {
                         recognizers.subtract(1, ordering: .relaxed)
                         Recognizer.returnFreedMemory()
                     }
-                    _ = signal.wait(milliseconds: 1000)
+                    _ = (isWarm ? warm : cold).wait(milliseconds: 1000)
+                    queue.withLock { q in
+                        if isWarm { q.idleWarm -= 1 } else { q.idleCold -= 1 }
+                    }
                     continue
                 }
                 if recognizer == nil {
@@ -133,7 +160,7 @@ final class RecognizerPool: Sendable {
                 idleSince = MonotonicClock.now()
             } else {
                 // Waiting for the talker: new audio comes every 20 ms while it speaks.
-                _ = signal.wait(milliseconds: 20)
+                usleep(20_000)
             }
         }
         recognizer = nil
@@ -146,7 +173,12 @@ final class RecognizerPool: Sendable {
     /// no progress and is not done: false).
     private func step(_ utterance: Utterance, _ recognizer: Recognizer) -> Bool {
         let (chunks, closed, endTick) = utterance.take()
-        if !recognizer.isInUtterance, !chunks.isEmpty, let mean = utterance.initialMean { recognizer.cepstralMean = mean }
+        if !recognizer.isInUtterance, !chunks.isEmpty {
+            // The decoder's own running mean when it last heard this talker (it keeps more history
+            // than the mean alone); else the talker's, or the band's prior.
+            if recognizer.lastTalker != utterance.participant, let mean = utterance.initialMean { recognizer.cepstralMean = mean }
+            recognizer.lastTalker = utterance.participant
+        }
         for chunk in chunks {
             chunk.withUnsafeBufferPointer { recognizer.feed($0) }
             fedSamples.add(chunk.count, ordering: .relaxed)

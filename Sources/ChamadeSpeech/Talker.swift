@@ -41,16 +41,20 @@ final class Talker {
     var isActive: Bool { vad.inUtterance }
 
     /// One block the talker played at `tick`, at `rate`.
-    /// `roomMean`: the cepstral mean to start from when the talker has none of its own yet (the
-    /// room's latest: the same channel, closer than the model's default).
+    /// `prior`: the cepstral mean to start from when the talker has none of its own yet, by band
+    /// (see `Transcriber`).
     func take(
-        _ block: UnsafeBufferPointer<Int16>, rate: SampleRate, tick: UInt64, maxPendingSamples: Int, roomMean: [Float]?,
-        dropped: inout Int
+        _ block: UnsafeBufferPointer<Int16>, rate: SampleRate, tick: UInt64, maxPendingSamples: Int,
+        prior: (_ narrowband: Bool) -> [Float]?, dropped: inout Int
     ) -> [Outcome] {
         let frame = to16k(block, rate: rate)
         lastTick = tick
         let change = frame.withUnsafeBufferPointer { vad.take($0) }
-        return advance(frame: frame, change: change, tick: tick, maxPendingSamples: maxPendingSamples, roomMean: roomMean, dropped: &dropped)
+        let narrowband = rate.hertz < Recognizer.hertz
+        let start = change == .started && previous == nil ? prior(narrowband) : nil
+        return advance(
+            frame: frame, change: change, tick: tick, maxPendingSamples: maxPendingSamples, narrowband: narrowband,
+            prior: start, dropped: &dropped)
     }
 
     /// A tick the talker did not talk (or whose audio is not to be recognized).
@@ -63,18 +67,20 @@ final class Talker {
         }
         return advance(
             frame: [Int16](repeating: 0, count: Self.frameSamples), change: change, tick: tick,
-            maxPendingSamples: maxPendingSamples, roomMean: nil, dropped: &dropped)
+            maxPendingSamples: maxPendingSamples, narrowband: false, prior: nil, dropped: &dropped)
     }
 
     private func advance(
-        frame: [Int16], change: VoiceActivity.Change?, tick: UInt64, maxPendingSamples: Int, roomMean: [Float]?,
-        dropped: inout Int
+        frame: [Int16], change: VoiceActivity.Change?, tick: UInt64, maxPendingSamples: Int, narrowband: Bool,
+        prior: [Float]?, dropped: inout Int
     ) -> [Outcome] {
         switch change {
         case .started:
             // The onset was the frame before this one: the utterance starts with the pre-roll.
-            let mean = previous?.finalMean.withLock { $0 } ?? previous?.initialMean ?? roomMean
-            let u = Utterance(participant: id, startTick: tick &- 1, maxPendingSamples: maxPendingSamples, initialMean: mean)
+            let mean = previous?.finalMean.withLock { $0 } ?? previous?.initialMean ?? prior
+            let u = Utterance(
+                participant: id, startTick: tick &- 1, maxPendingSamples: maxPendingSamples, narrowband: narrowband,
+                initialMean: mean)
             previous = u
             dropped += u.append(Array(preRoll.joined()) + frame)
             preRoll.removeAll()

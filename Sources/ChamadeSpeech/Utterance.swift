@@ -15,6 +15,8 @@ final class Utterance: Sendable {
     /// one the recognizer ended this utterance with (`Recognizer.cepstralMean`).
     let initialMean: [Float]?
     let finalMean = Mutex<[Float]?>(nil)
+    /// Its talker's audio came at under 16 kHz (upsampled: no energy above its Nyquist).
+    let narrowband: Bool
 
     struct Pending {
         var chunks: [[Int16]] = []
@@ -26,7 +28,11 @@ final class Utterance: Sendable {
     private let pending = Mutex(Pending())
     let maxPendingSamples: Int
 
-    init(participant: ParticipantID, startTick: UInt64, maxPendingSamples: Int, initialMean: [Float]? = nil) {
+    init(
+        participant: ParticipantID, startTick: UInt64, maxPendingSamples: Int, narrowband: Bool = false,
+        initialMean: [Float]? = nil
+    ) {
+        self.narrowband = narrowband
         self.initialMean = initialMean
         self.participant = participant
         self.startTick = startTick

@@ -2,7 +2,9 @@
 /// and the end of an utterance for recognition).
 ///
 /// An energy detector with an adaptive floor: a frame is voiced when its level is above both an
-/// absolute threshold (−45 dBFS) and the talker's noise floor plus 9 dB. Speech starts after two
+/// absolute threshold (−45 dBFS) and the talker's noise floor plus 9 dB, the floor being the
+/// quietest frame of the last 2 s (minimum statistics: speech has gaps between words, steady noise
+/// has none, so a noisy leg stops counting as voice within 2 s). Speech starts after two
 /// voiced frames in a row (40 ms: a click does not start it); `speaking` goes off after 300 ms
 /// without a voiced frame (the hang-over), and the utterance ends after 600 ms. Measured here:
 /// word accuracy equal to PocketSphinx's own detector (facts file), at no decoder's cost, so it
@@ -26,23 +28,25 @@ public struct VoiceActivity: Sendable {
     static let absoluteThreshold: Float = 3.16e-5
     /// 9 dB above the floor.
     static let floorMargin: Float = 7.94
-    /// The floor follows a quieter frame at once and a louder one by 0.01 dB per frame (0.5 dB/s),
-    /// so a long utterance does not lift it into the speech.
-    static let floorRise: Float = 1.0023
+    /// Frames the floor looks back over (2 s).
+    static let floorFrames = 100
 
     public private(set) var inUtterance = false
     public private(set) var speaking = false
     private var voicedRun = 0
     private var silentRun = 0
-    private var floor: Float = 1e-7
+    /// The last frames' mean squares (a ring), for the floor. Starts at digital silence.
+    private var recent = [Float](repeating: 0, count: VoiceActivity.floorFrames)
+    private var recentIndex = 0
 
     public init() {}
 
     /// Whether a frame's mean square (samples scaled to ±1) counts as voice, updating the floor.
     mutating func isVoiced(meanSquare: Float) -> Bool {
-        let voiced = meanSquare > Self.absoluteThreshold && meanSquare > floor * Self.floorMargin
-        floor = meanSquare < floor ? max(meanSquare, 1e-9) : floor * Self.floorRise
-        return voiced
+        let floor = recent.min() ?? 0
+        recent[recentIndex] = meanSquare
+        recentIndex = (recentIndex + 1) % recent.count
+        return meanSquare > Self.absoluteThreshold && meanSquare > floor * Self.floorMargin
     }
 
     /// Takes the next frame (any length, normally 20 ms) and says what changed, if anything.

@@ -6,6 +6,9 @@
 #include <sys/socket.h>
 #if defined(__linux__)
 #include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <malloc.h>
 #endif
 
@@ -26,6 +29,14 @@ static inline int cchamade_opus_decoder_reset(OpusDecoder *d) { return opus_deco
 static inline void cchamade_set_thread_name(const char *name) {
 #if defined(__linux__)
     prctl(PR_SET_NAME, name, 0, 0, 0);
+#endif
+}
+
+// Lowers the calling thread's priority (Linux: nice is per thread) for background work that must
+// never compete with the clock: speech recognition. setpriority on a thread id, one line.
+static inline void cchamade_lower_thread_priority(int nice) {
+#if defined(__linux__)
+    setpriority(PRIO_PROCESS, (id_t)syscall(SYS_gettid), nice);
 #endif
 }
 
