@@ -70,12 +70,22 @@ final class RecognizerPool: Sendable {
 
     /// Hands over a new utterance (its audio may still be coming).
     func submit(_ utterance: Utterance) {
+        release.store(false, ordering: .relaxed)
         let warmIdle = queue.withLock { q in
             q.waiting.append(utterance)
             return q.idleWarm > 0
         }
         (warmIdle ? warm : cold).post()
     }
+
+    /// Frees the recognizers of idle workers now rather than after `idleSeconds` (nothing is
+    /// transcribed any more: the process goes back to its idle footprint, SPEC §9).
+    func releaseIdle() {
+        release.store(true, ordering: .relaxed)
+        let idle = queue.withLock { $0.idleWarm }
+        for _ in 0..<idle { warm.post() }
+    }
+    private let release = Atomic<Bool>(false)
 
     /// Stops the workers once their current utterance is done (or after 2 s) and frees their
     /// recognizers.
@@ -89,9 +99,26 @@ final class RecognizerPool: Sendable {
         inline.withLock { $0 = Inline() }
     }
 
-    /// Audio waiting for recognizers, in samples (the largest lag of any utterance).
-    var largestLagSampleCount: Int {
-        queue.withLock { q in (q.waiting + q.active).map(\.pendingSampleCount).max() ?? 0 }
+    /// Audio waiting for recognizers, in samples, over every utterance.
+    var waitingSampleCount: Int {
+        queue.withLock { q in (q.waiting + q.active).reduce(0) { $0 + $1.pendingSampleCount } }
+    }
+
+    /// Keeps the audio of utterances no worker has taken under `limit` samples by giving up the
+    /// oldest (talkers outpace the recognizers: without this the backlog would grow for as long
+    /// as they do). Returns the samples dropped.
+    func trimBacklog(limit: Int) -> Int {
+        let abandoned = queue.withLock { q -> [Utterance] in
+            var total = q.waiting.reduce(0) { $0 + $1.pendingSampleCount }
+            var out: [Utterance] = []
+            while total > limit, q.waiting.count > 1 {
+                let oldest = q.waiting.removeFirst()
+                total -= oldest.pendingSampleCount
+                out.append(oldest)
+            }
+            return out
+        }
+        return abandoned.reduce(0) { $0 + $1.abandon() }
     }
 
     // MARK: - Workers
@@ -127,7 +154,8 @@ final class RecognizerPool: Sendable {
                 if more { cold.post() }
                 current = next
                 if current == nil {
-                    if recognizer != nil, MonotonicClock.now() - idleSince > Int64(idleSeconds) * 1_000_000_000 {
+                    let expired = MonotonicClock.now() - idleSince > Int64(idleSeconds) * 1_000_000_000
+                    if recognizer != nil, expired || release.load(ordering: .relaxed) {
                         recognizer = nil
                         recognizers.subtract(1, ordering: .relaxed)
                         Recognizer.returnFreedMemory()

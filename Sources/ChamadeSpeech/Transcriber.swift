@@ -28,6 +28,8 @@ public final class Transcriber: Sendable {
         public var idleSeconds = 30
         /// Audio an utterance may have waiting for its recognizer before the oldest is dropped.
         public var maxLagSeconds = 10
+        /// Audio all utterances not yet taken by a worker may hold before the oldest are given up.
+        public var maxBacklogSeconds = 60
         public var modelDirectory = Recognizer.defaultModelDirectory
         public var offline = false
 
@@ -48,6 +50,7 @@ public final class Transcriber: Sendable {
         public var transcribedTalkers: Int
         public var fedMilliseconds: Int
         public var droppedMilliseconds: Int
+        /// Audio waiting for recognizers (every utterance's, summed).
         public var lagMilliseconds: Int
     }
 
@@ -149,7 +152,7 @@ public final class Transcriber: Sendable {
             transcribedTalkers: activeTalkers.load(ordering: .relaxed),
             fedMilliseconds: pool.fedSamples.load(ordering: .relaxed) / 16,
             droppedMilliseconds: droppedSamples.load(ordering: .relaxed) / 16 + lost * 20,
-            lagMilliseconds: pool.largestLagSampleCount / 16)
+            lagMilliseconds: pool.waitingSampleCount / 16)
     }
 
     /// Makes every recognizer worker stop taking audio (true) or carry on: for tests that prove a
@@ -243,10 +246,14 @@ public final class Transcriber: Sendable {
         if t.detached.load(ordering: .acquiring) {
             for talker in t.talkers.values { handle(talker.close(), talker: talker) }
             t.talkers.removeAll()
-            rooms.withLock { rooms in
+            let none = rooms.withLock { rooms in
                 if rooms[t.room.id] === t { rooms[t.room.id] = nil }
+                return rooms.isEmpty
             }
+            // Nothing transcribed any more: recognizers go at once, not after their idle time.
+            if none { pool.releaseIdle() }
         }
+        dropped += pool.trimBacklog(limit: settings.maxBacklogSeconds * Recognizer.hertz)
         if dropped > 0 { droppedSamples.add(dropped, ordering: .relaxed) }
     }
 

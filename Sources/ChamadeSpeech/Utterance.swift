@@ -24,6 +24,8 @@ final class Utterance: Sendable {
         var closed = false
         var endTick: UInt64 = 0
         var droppedSampleCount = 0
+        /// Given up by the pool (its backlog was full): what comes is dropped.
+        var abandoned = false
     }
     private let pending = Mutex(Pending())
     let maxPendingSamples: Int
@@ -42,6 +44,10 @@ final class Utterance: Sendable {
     /// Appends audio; returns the samples dropped to stay within the bound (the oldest first).
     func append(_ samples: [Int16]) -> Int {
         pending.withLock { p in
+            guard !p.abandoned else {
+                p.droppedSampleCount += samples.count
+                return samples.count
+            }
             p.chunks.append(samples)
             p.sampleCount += samples.count
             var dropped = 0
@@ -70,6 +76,18 @@ final class Utterance: Sendable {
             p.chunks.removeAll(keepingCapacity: true)
             p.sampleCount = 0
             return (chunks, p.closed, p.endTick)
+        }
+    }
+
+    /// Gives the utterance up: returns the samples it had waiting (now dropped).
+    func abandon() -> Int {
+        pending.withLock { p in
+            let n = p.sampleCount
+            p.abandoned = true
+            p.chunks = []
+            p.sampleCount = 0
+            p.droppedSampleCount += n
+            return n
         }
     }
 

@@ -22,8 +22,11 @@ class Server:
         # SIP's default port (5060) can be bound by one process only: a server of the tests listens
         # for SIP only when the test asks (`--sip 127.0.0.1:0`); otherwise SIP is off.
         sip_default = [] if "--sip" in extra or (env or {}).get("CHAMADE_SIP") else ["--sip", "off"]
+        # Speech recognition (on by default in `serve`) transcribes every talker: a test server runs
+        # it only when the test asks (`--stt pocketsphinx`), so other tests' tones cost no decoding.
+        stt_default = [] if "--stt" in extra or (env or {}).get("CHAMADE_STT") else ["--stt", "none"]
         self.proc = subprocess.Popen(
-            [BINARY, "serve", "--port", "0", *sip_default, *extra],
+            [BINARY, "serve", "--port", "0", *sip_default, *stt_default, *extra],
             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
         )
         self.lines = []

@@ -1,5 +1,6 @@
 """Built-in speech through a live server (SPEC §7): `say` with espeak-ng heard by the room,
-marks after it, barge-in with the words heard, and a server without TTS."""
+marks and audio after it waiting for it, barge-in with the words heard, a text far longer than
+the playout queue fed as it plays, and a server without TTS."""
 import asyncio
 import json
 import time
@@ -8,7 +9,7 @@ import numpy as np
 import pytest
 import websockets
 
-from conftest import KEY1, Server, api, new_call, recv_json, run
+from conftest import KEY1, Server, api, new_call, open_stream, record, recv_json, run
 
 TEXT = "Hello everyone, this is the bridge speaking. The meeting starts in five minutes, please stay on the line."
 
@@ -20,31 +21,10 @@ def server():
     s.stop()
 
 
-def ws_url(server, call):
-    return server.base.replace("http", "ws") + f"/api/call/{call['call_id']}/stream?api_key={KEY1}"
-
-
 async def open_ws(server, call, rate, receive):
-    ws = await websockets.connect(ws_url(server, call), max_size=None)
-    assert (await recv_json(ws, "call_state"))["state"] == "active"
-    await ws.send(json.dumps({"type": "audio_config", "sample_rate": rate, "receive": receive}))
-    assert (await recv_json(ws, "audio_config"))["sample_rate"] == rate
+    ws, state = await open_stream(server, call, rate=rate, receive=receive)
+    assert state == "active", state
     return ws
-
-
-async def record(ws, seconds):
-    chunks, messages = [], []
-    end = time.monotonic() + seconds
-    while (left := end - time.monotonic()) > 0:
-        try:
-            m = await asyncio.wait_for(ws.recv(), left)
-        except asyncio.TimeoutError:
-            break
-        if isinstance(m, bytes):
-            chunks.append(m)
-        else:
-            messages.append(json.loads(m))
-    return np.frombuffer(b"".join(chunks), dtype="<i2"), messages
 
 
 def speech_frames(x, rate):
@@ -121,3 +101,82 @@ def test_no_tts_answers_tts_not_configured():
         assert account["features"]["hosted_tts"] == "unavailable"
     finally:
         s.stop()
+
+
+def test_marks_and_audio_sent_after_a_ws_say_wait_for_it(server):
+    """On the socket: say, then a 1 kHz tone, then a mark. The room hears the speech, then the
+    tone (held behind the say while it is fed), and the mark comes back only once both played."""
+    meeting = f"https://meet.example/order/{time.time()}"
+    a, b = new_call(server, meeting=meeting), new_call(server, meeting=meeting, name="Listener")
+    tone = (np.sin(2 * np.pi * 1000 * np.arange(16000) / 16000) * 8000).astype("<i2").tobytes()
+
+    async def go():
+        wa = await open_ws(server, a, 16000, False)
+        wb = await open_ws(server, b, 16000, True)
+        start = time.monotonic()
+        await wa.send(json.dumps({"type": "say", "text": "Good morning everyone, let us begin."}))
+        await wa.send(tone)
+        await wa.send(json.dumps({"type": "mark", "name": "after"}))
+        x, _ = await record(wb, 5)
+        mark = await recv_json(wa, "mark", timeout=5)
+        await wa.close()
+        await wb.close()
+        return x, mark, time.monotonic() - start
+    x, mark, _ = run(go())
+    assert mark["name"] == "after"
+    # Per 20 ms: where the speech is, and where the 1 kHz tone is (its band holds most energy).
+    n = 320
+    frames = [x[i:i + n].astype(float) for i in range(0, len(x) - n + 1, n)]
+    def tone_frame(f):
+        spectrum = np.abs(np.fft.rfft(f)) ** 2
+        freqs = np.fft.rfftfreq(n, 1 / 16000)
+        return spectrum.sum() > 0 and spectrum[(freqs > 900) & (freqs < 1100)].sum() > 0.9 * spectrum.sum()
+    loud = [i for i, f in enumerate(frames) if np.sqrt(np.mean(f ** 2)) > 300]
+    tones = [i for i, f in enumerate(frames) if tone_frame(f) and np.sqrt(np.mean(f ** 2)) > 3000]
+    speech = [i for i in loud if i not in tones]
+    assert len(tones) >= 45, len(tones)
+    assert len(speech) >= 40, len(speech)
+    # The tone comes after all the speech, as one block of about 1 s.
+    assert min(tones) > max(speech), (min(tones), max(speech))
+    assert max(tones) - min(tones) <= 52
+
+
+def test_a_say_longer_than_the_queue_is_fed_as_it_plays(server):
+    """A 5,000-character say (about 4.5 minutes, far beyond the 60 s playout queue): answered at
+    once with queued_ms for the whole text, never `playout_overflow`; only about 20 s is queued
+    ahead at any time (a stop-speaking 3 s in drops some 20 s, not 4 minutes); the words heard are
+    a prefix of the text; the say's transcript line is that part only."""
+    meeting = f"https://meet.example/long/{time.time()}"
+    a, b = new_call(server, meeting=meeting, name="Speaker"), new_call(server, meeting=meeting, name="Listener")
+    text = " ".join([TEXT] * 60)[:5000].rsplit(" ", 1)[0]
+
+    async def go():
+        wa = await open_ws(server, a, 16000, False)
+        wb = await open_ws(server, b, 16000, True)
+        start = time.monotonic()
+        r = await asyncio.to_thread(api, server, "POST", f"/api/call/{a['call_id']}/say", json={"text": text})
+        answered = time.monotonic() - start
+        x, _ = await record(wb, 3)
+        stop = await asyncio.to_thread(api, server, "POST", f"/api/call/{a['call_id']}/stop-speaking")
+        after, messages = await record(wb, 2)
+        _, mine = await record(wa, 0.5)
+        await wa.close()
+        await wb.close()
+        return r, answered, x, stop.json(), after, messages, mine
+    r, answered, x, stop, after, messages, mine = run(go())
+    assert r.status_code == 200, r.text
+    queued = r.json()["queued_ms"]
+    assert answered < 2.0, answered
+    assert 0.6 * 54 * len(text) < queued < 1.6 * 54 * len(text), queued
+    assert not any(m.get("code") == "playout_overflow" for m in mine), mine
+    assert speech_frames(x, 16000) >= 50
+    # Fed as it plays: about 20 s ahead (plus one part), never the whole text.
+    assert 10_000 <= stop["dropped_ms"] <= 45_000, stop
+    spoken = stop["spoken_text"]
+    assert spoken and text.startswith(spoken), stop
+    assert 15 <= len(spoken) <= 120, spoken
+    # The room goes quiet at once.
+    assert speech_frames(after[16000 // 2:], 16000) <= 3
+    lines = [m for m in messages if m.get("type") == "call_transcript"]
+    assert [m["text"] for m in lines] == [spoken], lines
+    assert lines[0]["speaker"] == "Speaker"

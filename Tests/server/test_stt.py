@@ -495,3 +495,56 @@ def test_stt_off_server(server):
         assert r.status_code == 400 and r.json()["error"]["code"] == "unknown_voice_config", r.text
     finally:
         s.stop()
+
+
+# ---------------------------------------------------------------------------------------------
+# Real time and footprint
+
+
+def test_twenty_talkers_transcribed_keep_every_tick():
+    """20 agents talking at once in one transcribed room (with a listener): the room keeps every
+    deadline while the recognizers work (they run behind the clock and drop their oldest audio,
+    counted, when they fall behind); lines keep coming with the talkers' names. Then, every call
+    ended, the recognizers are freed and the process returns to its idle footprint (SPEC §9)."""
+    s = Server("--api-key", KEY1, "--stt", "pocketsphinx")
+    try:
+        idle_rss = s.rss_mb()
+        late_before = metric(s, "chamade_late_ticks_total")
+        meeting = meeting_url("twenty")
+        names = [f"Agent{i:02d}" for i in range(20)]
+        talkers = [join(s, meeting, n) for n in names]
+        listener = join(s, meeting, "Bob")
+        pcm, rate, _ = clips("clean16k", range(1, 13))
+        seconds = 12
+
+        async def go():
+            socks = [await Socket.open(s, c, rate=rate, receive=False) for c in talkers]
+            bob = await Socket.open(s, listener, rate=16000, receive=True)
+            n = seconds * rate
+            # Each talker from its own place in the speech.
+            parts = [np.roll(pcm, -i * rate * 2)[:n] for i in range(len(socks))]
+            await asyncio.gather(*(stream(k.ws, p, rate) for k, p in zip(socks, parts)))
+            await asyncio.gather(*(played(k, timeout=30) for k in socks))
+            await bob.quiet(quiet=4, cap=20)
+            for k in socks + [bob]:
+                await k.close()
+            return bob.timed("call_transcript")
+
+        heard = run(go(), timeout=120)
+        late = metric(s, "chamade_late_ticks_total") - late_before
+        dropped = metric(s, "chamade_stt_dropped_ms_total") or 0
+        print(f"\n20 talkers: {len(heard)} lines, {late} late ticks, {dropped} ms of audio dropped by recognizers")
+        assert late == 0
+        assert len(heard) >= 10
+        assert {m["speaker"] for _, m in heard} <= set(names)
+        assert len({m["speaker"] for _, m in heard}) >= 5
+        hang_up(s, *talkers, listener)
+
+        async def freed():
+            await until(lambda: metric(s, "chamade_stt_recognizers") == 0, 10, lambda: "recognizers still held")
+            # The housekeeping trims the heap once a second after the last call.
+            await asyncio.sleep(2)
+        run(freed())
+        assert s.rss_mb() < idle_rss + 50, (idle_rss, s.rss_mb())
+    finally:
+        s.stop()
