@@ -38,9 +38,10 @@ public final class RoomTap: @unchecked Sendable {
     /// The reader's copy of one block.
     private var scratch = [Int16](repeating: 0, count: 960)
 
-    /// A tap holding `seconds` of audio at 48 kHz (more at lower rates): time for its reader to be
-    /// late without loss.
-    public init(seconds: Int = 4) {
+    /// A tap holding `seconds` of one talker at 48 kHz, shared by the room's talkers (8 s: 0.8 s of
+    /// 20 talkers at 16 kHz, 40 times the reader's period): time for its reader to be late
+    /// without loss.
+    public init(seconds: Int = 8) {
         samples = SPSCRing(capacity: 48_000 * seconds, prefault: true)
         headers = SPSCRing(capacity: 50 * seconds * 8, prefault: true)
         sampleProducer = samples.takeProducer()

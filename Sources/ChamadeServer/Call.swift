@@ -53,19 +53,6 @@ final class Call: Sendable {
     }
     private let mutable: NIOLockedValueBox<Mutable>
 
-    /// Asks the engine to drop the call's queued audio (barge-in); remembers where it cut, for
-    /// `spoken_text`, and drops what waited behind a say being fed (its marks are answered at
-    /// once, its says answer with nothing queued). Returns the request.
-    func requestClear() -> UInt64? {
-        guard let participant = participant else { return nil }
-        let (request, position) = participant.requestClearAt()
-        withLock { $0.clearPositions[request] = position }
-        let (marks, says) = dropHeld()
-        for (session, name) in marks { session.answerHeldMark(name) }
-        for say in says { say.answer(.success(0)) }
-        return request
-    }
-
     /// What clear `request` (`dropped` samples not played) did to the says: the words of the one
     /// it interrupted that were heard ("" when none), and the transcript lines of every say it
     /// settled (cut, or reported played by the clear), with how long each played.

@@ -42,6 +42,9 @@ final class CallStore: Sendable {
     private let state = NIOLockedValueBox(State())
     /// Calls by participant: how engine events and delivered blocks find their call.
     let byParticipant = NIOLockedValueBox<[ParticipantID: Call]>([:])
+    /// Talkers of calls ended in the last minute: their last utterance, decoded after they left,
+    /// still reaches the room's other calls under their name. (room, name, forget at, ns)
+    let departed = NIOLockedValueBox<[ParticipantID: (RoomKey, String, Int64)]>([:])
 
     /// The media plane of platform legs, started with the first leg.
     let media: ServerMedia
@@ -230,6 +233,7 @@ final class CallStore: Sendable {
     /// leg's `name`, the SIP caller, or the dialled user).
     func speaker(of pid: ParticipantID) -> (RoomKey, String)? {
         if let call = byParticipant.withLockedValue({ $0[pid] }) { return (call.roomKey, call.agentName) }
+        if let (key, name, _) = departed.withLockedValue({ $0[pid] }) { return (key, name) }
         return state.withLockedValue { s in
             for (key, entry) in s.rooms where entry.handle.leg?.participantID == pid { return (key, entry.handle.legSpeaker) }
             return nil
@@ -302,6 +306,10 @@ final class CallStore: Sendable {
             return entry.handle
         }
         byParticipant.withLockedValue { _ = $0.removeValue(forKey: call.participantID) }
+        if transcriber != nil {
+            let forgetAt = MonotonicClock.now() + 60_000_000_000
+            departed.withLockedValue { $0[call.participantID] = (call.roomKey, call.agentName, forgetAt) }
+        }
         participant?.leave()
         for w in waiters { w(0, "") }
         for s in sessions { s.callEnded(final) }
@@ -321,7 +329,11 @@ final class CallStore: Sendable {
     /// Forgets ended calls older than the retention. Returns how many were forgotten.
     @discardableResult
     func forgetExpired() -> Int {
-        let now = UInt64(MonotonicClock.now())
+        let nowNs = MonotonicClock.now()
+        departed.withLockedValue { d in
+            if d.values.contains(where: { $0.2 <= nowNs }) { d = d.filter { $0.value.2 > nowNs } }
+        }
+        let now = UInt64(nowNs)
         return state.withLockedValue { s in
             var n = 0
             while let first = s.ended.first, first.forgetAt <= now {

@@ -1,3 +1,4 @@
+import ChamadeCore
 import ChamadeEngine
 import Foundation
 
@@ -15,11 +16,12 @@ struct SaySegment: Sendable {
     var text: String
     var start: Int
     var end: Int
+    /// Still being fed: everything pushed from `start` on is the say's (what the call sends after
+    /// it is held meanwhile), even before `end` catches up with a part being synthesized.
+    var open = true
     var words: [Word] = []
     /// The engine's mark after its last sample, once all of it is queued.
     var markID: UInt64?
-    /// The end mark fired while a clear was pending: the clear's answer decides what was heard.
-    var endReached = false
     var lined = false
 
     /// Characters (Unicode scalars) of the text whose audio is queued: all of it once fed.
@@ -45,7 +47,8 @@ struct SaySegment: Sendable {
 /// agent's audio, its marks and later says go after the say, as if the say's audio had been sent
 /// in one piece (SPEC §7).
 enum HeldItem: Sendable {
-    case audio([UInt8])
+    /// Audio and the socket that sent it (told of `playout_overflow`).
+    case audio([UInt8], from: Session?)
     case mark(Session, name: String)
     case say(PendingSay)
 }
@@ -76,11 +79,11 @@ struct CallSpeech: Sendable {
 extension Call {
     /// Audio from the agent: held if a say is being fed (true), else to be pushed by the caller.
     /// Held audio beyond what the playout queue holds is refused (false with `overflow`).
-    func holdAudio(_ bytes: UnsafeRawBufferPointer, limit: Int) -> (held: Bool, overflow: Bool) {
+    func holdAudio(_ bytes: UnsafeRawBufferPointer, from session: Session, limit: Int) -> (held: Bool, overflow: Bool) {
         withLock { m in
             guard m.speech.feeding else { return (false, false) }
             guard m.speech.heldBytes + bytes.count <= limit else { return (true, true) }
-            m.speech.held.append(.audio(Array(bytes)))
+            m.speech.held.append(.audio(Array(bytes), from: session))
             m.speech.heldBytes += bytes.count
             return (true, false)
         }
@@ -108,40 +111,55 @@ extension Call {
         }
     }
 
-    /// After a say is fed: the items held behind it, up to and including the next say (which the
-    /// caller then feeds; `feeding` stays set), or every item and `feeding` cleared.
-    func takeHeld() -> [HeldItem] {
+    /// After a say is fed: pushes the audio held behind it, under the call's lock (so a clear
+    /// cannot fall between taking it and pushing it), up to the next mark or say, which it returns
+    /// for the caller (a say: the caller feeds it next, `feeding` stays set). With nothing held,
+    /// `feeding` is cleared and nil returned. Also returns the sockets whose held audio overflowed
+    /// the playout queue, with the milliseconds dropped.
+    func releaseHeld() -> (next: HeldItem?, overflows: [(Session, Int)]) {
         withLock { m in
-            var out: [HeldItem] = []
+            var overflows: [(Session, Int)] = []
             while !m.speech.held.isEmpty {
                 let item = m.speech.held.removeFirst()
-                if case .audio(let bytes) = item { m.speech.heldBytes -= bytes.count }
-                out.append(item)
-                if case .say = item { return out }
+                guard case .audio(let bytes, let session) = item else { return (item, overflows) }
+                m.speech.heldBytes -= bytes.count
+                guard let participant = m.participant else { continue }
+                let result = participant.push(bytes)
+                if result.droppedSampleCount > 0, let session {
+                    overflows.append((session, participant.sampleRate.milliseconds(ofSampleCount: result.droppedSampleCount)))
+                }
             }
             m.speech.feeding = false
-            return out
+            return (nil, overflows)
         }
     }
 
-    /// A clear: drops everything held (it was sent before the clear) and stops the say being fed.
-    /// Returns the held marks (answered at once, as marks pending at a clear are) and says
-    /// (answered with nothing queued).
-    func dropHeld() -> (marks: [(Session, String)], says: [PendingSay]) {
-        withLock { m in
+    /// Clears the call's queued audio (barge-in), all under the call's lock so that nothing of the
+    /// say being fed or held behind it can slip in after the cut: the engine's clear request, where
+    /// it cut (for `spoken_text`), `register` (the waiter of the answer, set before the answer can
+    /// come), the say being fed stopped, what was held dropped. The held marks are answered at
+    /// once (as marks pending at a clear are) and held says answer with nothing queued. Returns the
+    /// request, nil once the call has ended.
+    func requestClear(register: (inout Mutable, UInt64) -> Void = { _, _ in }) -> UInt64? {
+        let cleared = withLock { m -> (UInt64, [HeldItem])? in
+            guard let participant = m.participant else { return nil }
+            let (request, position) = participant.requestClearAt()
+            m.clearPositions[request] = position
+            register(&m, request)
             m.speech.generation += 1
-            var marks: [(Session, String)] = []
-            var says: [PendingSay] = []
-            for item in m.speech.held {
-                switch item {
-                case .mark(let s, let name): marks.append((s, name))
-                case .say(let r): says.append(r)
-                case .audio: break
-                }
-            }
+            let held = m.speech.held
             m.speech.held = []
             m.speech.heldBytes = 0
-            return (marks, says)
+            return (request, held)
         }
+        guard let (request, held) = cleared else { return nil }
+        for item in held {
+            switch item {
+            case .mark(let session, let name): session.answerHeldMark(name)
+            case .say(let say): say.answer(.success(0))
+            case .audio: break
+            }
+        }
+        return request
     }
 }

@@ -30,9 +30,11 @@ public struct ServerConfiguration: Sendable {
     /// The built-in TTS (SPEC §7, espeak-ng): `--tts espeak` (the command's default) or `none`.
     public var tts: Bool
     /// The built-in STT (SPEC §7, PocketSphinx): `--stt pocketsphinx` (the command's default) or
-    /// `none`; and its recognizer threads (each holds one decoder of about 90 MB while in use).
+    /// `none`; and its recognizer threads (`--stt-workers`).
     public var stt: Bool
     public var sttWorkers: Int
+    /// Decoders at most: talkers recognized at once (`--stt-recognizers`).
+    public var sttRecognizers: Int
     /// SIP (SPEC §6): nil is off (`--sip off`), and every `sip` call is refused with
     /// `sip_unavailable`.
     public var sip: SIPSettings?
@@ -82,8 +84,9 @@ public struct ServerConfiguration: Sendable {
         tls: TLSFiles? = nil, endedRetentionSeconds: Double = 3600, maxCallsPerKey: Int = 1000,
         maxStreamsPerCall: Int = 8, roomCapacity: Int = 256, idleTimeoutSeconds: Int = 60,
         rtpPorts: ClosedRange<Int> = 20000...29999, rtpTimeoutSeconds: Double = 10, sip: SIPSettings? = nil,
-        tts: Bool = false, stt: Bool = false, sttWorkers: Int = 2
+        tts: Bool = false, stt: Bool = false, sttWorkers: Int = 2, sttRecognizers: Int = 8
     ) {
+        self.sttRecognizers = sttRecognizers
         self.sip = sip
         self.tts = tts
         self.stt = stt

@@ -78,13 +78,12 @@ final class ServerCore: Sendable {
     func stopSpeaking(_ call: Call) async -> (Int, String) {
         await withCheckedContinuation { (c: CheckedContinuation<(Int, String), Never>) in
             let once = Once(c)
-            guard let request = call.requestClear() else { return once.resume((0, "")) }
-            let registered = call.withLock { m -> Bool in
-                guard !m.state.isFinal else { return false }
+            // The waiter is registered with the request, before the engine can answer it.
+            let request = call.requestClear { m, request in
+                guard !m.state.isFinal else { return }
                 m.clearWaiters.append((request, { once.resume(($0, $1)) }))
-                return true
             }
-            if !registered { once.resume((0, "")) }
+            if request == nil { once.resume((0, "")) }
         }
     }
 }

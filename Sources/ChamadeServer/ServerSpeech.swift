@@ -50,6 +50,7 @@ final class ServerSpeech: Sendable {
         if configuration.stt {
             var settings = Transcriber.Settings()
             settings.workers = configuration.sttWorkers
+            settings.maxRecognizers = configuration.sttRecognizers
             let box = store
             do throws(Recognizer.Error) {
                 transcriber = try Transcriber(settings: settings) { event in
@@ -106,14 +107,15 @@ final class ServerSpeech: Sendable {
             next = nil
             await feedOne(request, on: call)
             while next == nil {
-                let items = call.takeHeld()
-                if items.isEmpty { break }
-                for item in items {
-                    switch item {
-                    case .audio(let bytes): _ = call.participant?.push(bytes)
-                    case .mark(let session, let name): session.placeMark(name)
-                    case .say(let r): next = r
-                    }
+                let (item, overflows) = call.releaseHeld()
+                for (session, ms) in overflows {
+                    session.error("playout_overflow", "the playout queue holds 60 s; \(ms) ms of audio beyond it were dropped")
+                }
+                guard let item else { break }
+                switch item {
+                case .mark(let session, let name): session.placeMark(name)
+                case .say(let r): next = r
+                case .audio: break
                 }
             }
         }
@@ -134,8 +136,11 @@ final class ServerSpeech: Sendable {
             m.speech.nextSegmentID += 1
             let start = participant.writtenSampleCount()
             m.speech.segments.append(SaySegment(id: id, hertz: rate.hertz, text: request.text, start: start, end: start))
-            if m.speech.segments.count > CallSpeech.keptSegments {
-                m.speech.segments.removeFirst(m.speech.segments.count - CallSpeech.keptSegments)
+            // Says whose line is written are kept a while for `spoken_text`; the others until then.
+            while m.speech.segments.count > CallSpeech.keptSegments,
+                let oldest = m.speech.segments.firstIndex(where: \.lined)
+            {
+                m.speech.segments.remove(at: oldest)
             }
             return id
         }
@@ -173,7 +178,14 @@ final class ServerSpeech: Sendable {
                             for w in starting {
                                 words.append(.init(characterOffset: part.offset + w.characterOffset, position: base + w.sampleOffset))
                             }
-                            participant.push(UnsafeRawBufferPointer(block))
+                            // Under the call's lock: a clear stops the say at this block, not at
+                            // the end of the part.
+                            let pushed = call.withLock { m -> Bool in
+                                guard m.speech.generation == generation, !m.state.isFinal else { return false }
+                                participant.push(UnsafeRawBufferPointer(block))
+                                return true
+                            }
+                            guard pushed else { return false }
                             if first {
                                 first = false
                                 if isFirstPart { self.firstAudioNanoseconds.store(Int(MonotonicClock.now() - requested), ordering: .relaxed) }
@@ -204,20 +216,22 @@ final class ServerSpeech: Sendable {
                 m.speech.segments[i].fedCharacters = fed
             }
         }
+        call.withLock { m in
+            if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) { m.speech.segments[i].open = false }
+        }
         if !cancelled {
             fedCharacters = total
             call.withLock { m in
                 if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) { m.speech.segments[i].fedCharacters = total }
             }
-            // Its end, like a mark: the say's line is written when it has played.
-            let mark = participant.mark()
-            if mark.isReached {
-                sayPlayed(call, segmentID: segmentID)
-            } else {
-                call.withLock { m in
-                    if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) { m.speech.segments[i].markID = mark.id }
-                }
+            // Its end, like a mark: the say's line is written when it has played. Placed and
+            // recorded under the call's lock, so its answer always finds it.
+            let reached = call.withLock { m -> Bool in
+                let mark = participant.mark()
+                if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) { m.speech.segments[i].markID = mark.id }
+                return mark.isReached
             }
+            if reached { sayPlayed(call, segmentID: segmentID) }
         }
         answer()
     }
@@ -252,10 +266,9 @@ final class ServerSpeech: Sendable {
     func markPlayed(_ call: Call, mark: UInt64) -> Bool {
         let (isSay, segmentID) = call.withLock { m -> (Bool, UInt64?) in
             guard let i = m.speech.segments.firstIndex(where: { $0.markID == mark }) else { return (false, nil) }
-            if !m.clearPositions.isEmpty {
-                m.speech.segments[i].endReached = true
-                return (true, nil)
-            }
+            // A clear pending past the say's start may have reported this mark: its answer settles
+            // the say (whole or cut).
+            if m.clearPositions.values.contains(where: { $0 > m.speech.segments[i].start }) { return (true, nil) }
             return (true, m.speech.segments[i].id)
         }
         if let segmentID { sayPlayed(call, segmentID: segmentID) }
@@ -284,6 +297,6 @@ final class ServerSpeech: Sendable {
 extension Call {
     /// Whether inbound stream position `position` holds audio a `say` queued.
     func isSynthesized(at position: Int) -> Bool {
-        withLock { m in m.speech.segments.contains { $0.start <= position && position < $0.end } }
+        withLock { m in m.speech.segments.contains { $0.start <= position && (position < $0.end || $0.open) } }
     }
 }

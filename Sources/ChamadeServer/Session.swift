@@ -96,7 +96,7 @@ final class Session: Sendable {
 
     private func push(_ bytes: UnsafeRawBufferPointer) {
         // Behind a say still being fed, audio waits its turn (bounded like the playout queue).
-        let (held, overflow) = call.holdAudio(bytes, limit: participant.sampleRate.hertz * 2 * 60)
+        let (held, overflow) = call.holdAudio(bytes, from: self, limit: participant.sampleRate.hertz * 2 * 60)
         if overflow {
             let ms = participant.sampleRate.milliseconds(ofSampleCount: bytes.count / 2)
             error("playout_overflow", "the playout queue holds 60 s; \(ms) ms of audio beyond it were dropped")
@@ -128,8 +128,8 @@ final class Session: Sendable {
                 self.error(error.code, error.message)
             }
         case "clear":
-            guard let request = call.requestClear() else { return }
-            marks.withLockedValue { $0.pendingClear = request }
+            // The socket waits for this request's answer from before the engine can give it.
+            _ = call.requestClear { [marks] _, request in marks.withLockedValue { $0.pendingClear = request } }
         case "mark": mark(message)
         default: error("unknown_type", "unknown message type \"\(message.type)\"")
         }

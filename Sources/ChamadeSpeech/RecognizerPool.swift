@@ -7,62 +7,77 @@ import Glibc
 
 /// The recognizers of the process and the worker threads that run them (SPEC §7).
 ///
-/// A decoder costs about 90 MB and 0.3 s to load and decodes at about 0.2× real time per stream on
-/// one core, so there is a fixed number of workers (about one per core), each owning at most one
-/// recognizer, made when the first utterance reaches it and freed (with the heap trimmed) after
-/// `idleSeconds` without work. An utterance is decoded as it is spoken, by one worker from start to
-/// end (a decoder holds the utterance's state), so the line comes about 0.1–0.2 s after voice
-/// activity ends. Utterances beyond the workers wait in order; their audio is bounded
-/// (`Utterance`). Cost follows talkers: idle workers sleep on a semaphore.
+/// An utterance is decoded as it is spoken, so the line comes about 0.1 s after voice activity
+/// ends; a decoder holds the utterance's state from its start to its end, so there is one decoder
+/// per utterance in progress, however few threads. A decoder costs about 90 MB and 0.3 s to load,
+/// and decodes at about 0.15× real time on one core: a few worker threads (one per core) each
+/// serve several utterances, a 20 ms step of each in turn. Decoders are made when every existing
+/// one is busy, up to `maxRecognizers`, kept in a free list (the most recent first) and freed,
+/// with the heap trimmed, after `idleSeconds` unused, or at once when nothing is transcribed any
+/// more. Utterances beyond the decoders wait in order; their audio is bounded (`Utterance`,
+/// `trimBacklog`). Cost follows talkers: with no utterance, the workers sleep on a semaphore.
 ///
 /// With `threads: 0` nothing runs on its own: `drain()` decodes everything waiting on the caller's
 /// thread, for offline replay (deterministic).
 final class RecognizerPool: Sendable {
+    /// A decoder handed between threads: used by one at a time, under the pool's hand-over lock.
+    final class Held: @unchecked Sendable {
+        // SAFETY: owned by one worker while it decodes, otherwise in the free list (under the lock).
+        let recognizer: Recognizer
+        var lastUsed: Int64 = 0
+        init(_ recognizer: Recognizer) { self.recognizer = recognizer }
+    }
+
     struct Queue {
-        /// Utterances no worker has taken yet, oldest first; and those being decoded.
+        /// Utterances waiting for a decoder, oldest first; those being decoded.
         var waiting: [Utterance] = []
         var active: [Utterance] = []
+        var free: [Held] = []
+        /// Decoders alive (free or busy) and being made.
+        var alive = 0
         var running = true
-        /// Idle workers that hold a recognizer (warm) and that do not (cold).
-        var idleWarm = 0
-        var idleCold = 0
+        /// Free decoders go at once (nothing is transcribed any more).
+        var releasing = false
     }
     private let queue = Mutex(Queue())
-    /// Wakes an idle warm worker; an idle cold one. A new utterance goes to a warm worker when one
-    /// is idle, so a decoder (90 MB) is made only when every existing one is busy: recognizers
-    /// follow the number of talkers at once, not the number of workers.
-    private let warm = TickSignal()
-    private let cold = TickSignal()
+    private let wake = TickSignal()
     private let threads: Int
+    private let maxRecognizers: Int
     private let idleSeconds: Int
     private let modelDirectory: String
     private let onResult: @Sendable (Utterance, String, UInt64) -> Void
     private let onError: @Sendable (Recognizer.Error) -> Void
-    private let exited = TickSignal()
+    private let exited: [TickSignal]
 
-    /// Recognizers alive; seconds of audio fed; utterances finished.
+    /// Recognizers alive; samples of audio fed; utterances finished.
     let recognizers = Atomic<Int>(0)
     let fedSamples = Atomic<Int>(0)
     let finished = Atomic<Int>(0)
-    /// Worker currently stalled on purpose (tests of the room's isolation from a stuck recognizer).
+    /// Workers stalled on purpose (tests of the room's isolation from a stuck recognizer).
     let stalled = Atomic<Bool>(false)
-    /// The offline mode's recognizers: one per utterance in flight, and the free ones.
+    /// The offline mode's decoders: one per utterance in flight, and the free ones.
     private struct Inline {
         var busy: [(Utterance, Recognizer)] = []
         var free: [Recognizer] = []
     }
     private let inline = Mutex(Inline())
 
+    /// How much nicer than the clock the workers run: decoding is the heaviest work of the
+    /// process (0.15 core per talker) and must yield to the tick, the legs and the sockets.
+    static let workerNice: Int32 = 10
+
     init(
-        threads: Int, idleSeconds: Int, modelDirectory: String,
+        threads: Int, maxRecognizers: Int, idleSeconds: Int, modelDirectory: String,
         onResult: @escaping @Sendable (Utterance, String, UInt64) -> Void,
         onError: @escaping @Sendable (Recognizer.Error) -> Void
     ) {
         self.threads = threads
+        self.maxRecognizers = max(1, maxRecognizers)
         self.idleSeconds = idleSeconds
         self.modelDirectory = modelDirectory
         self.onResult = onResult
         self.onError = onError
+        exited = (0..<threads).map { _ in TickSignal() }
         for index in 0..<threads {
             startDetachedThread { [self] in work(index) }
         }
@@ -70,32 +85,33 @@ final class RecognizerPool: Sendable {
 
     /// Hands over a new utterance (its audio may still be coming).
     func submit(_ utterance: Utterance) {
-        release.store(false, ordering: .relaxed)
-        let warmIdle = queue.withLock { q in
+        queue.withLock { q in
             q.waiting.append(utterance)
-            return q.idleWarm > 0
+            q.releasing = false
         }
-        (warmIdle ? warm : cold).post()
+        wake.post()
     }
 
-    /// Frees the recognizers of idle workers now rather than after `idleSeconds` (nothing is
-    /// transcribed any more: the process goes back to its idle footprint, SPEC §9).
+    /// Frees the free decoders now rather than after `idleSeconds` (nothing is transcribed any
+    /// more: the process goes back to its idle footprint, SPEC §9); busy ones go when done.
     func releaseIdle() {
-        release.store(true, ordering: .relaxed)
-        let idle = queue.withLock { $0.idleWarm }
-        for _ in 0..<idle { warm.post() }
+        let freed = queue.withLock { q -> [Held] in
+            q.releasing = true
+            defer { q.free = [] }
+            q.alive -= q.free.count
+            return q.free
+        }
+        free(freed)
     }
-    private let release = Atomic<Bool>(false)
 
-    /// Stops the workers once their current utterance is done (or after 2 s) and frees their
-    /// recognizers.
+    /// Stops the workers once their step is done (or after 2 s each) and frees the decoders.
     func stop() {
         queue.withLock { $0.running = false }
-        for _ in 0..<threads {
-            warm.post()
-            cold.post()
-            _ = exited.wait(milliseconds: 2000)
+        for e in exited {
+            wake.post()
+            _ = e.wait(milliseconds: 2000)
         }
+        releaseIdle()
         inline.withLock { $0 = Inline() }
     }
 
@@ -104,7 +120,7 @@ final class RecognizerPool: Sendable {
         queue.withLock { q in (q.waiting + q.active).reduce(0) { $0 + $1.pendingSampleCount } }
     }
 
-    /// Keeps the audio of utterances no worker has taken under `limit` samples by giving up the
+    /// Keeps the audio of utterances waiting for a decoder under `limit` samples by giving up the
     /// oldest (talkers outpace the recognizers: without this the backlog would grow for as long
     /// as they do). Returns the samples dropped.
     func trimBacklog(limit: Int) -> Int {
@@ -121,84 +137,109 @@ final class RecognizerPool: Sendable {
         return abandoned.reduce(0) { $0 + $1.abandon() }
     }
 
+    private func free(_ decoders: [Held]) {
+        guard !decoders.isEmpty else { return }
+        recognizers.subtract(decoders.count, ordering: .relaxed)
+        // The decoders are released here (their last reference), then the heap trimmed.
+        _ = consume decoders
+        Recognizer.returnFreedMemory()
+    }
+
     // MARK: - Workers
 
-    /// How much nicer than the clock the workers run: decoding is the heaviest work of the
-    /// process (0.2 core per talker) and must yield to the tick, the legs and the sockets.
-    static let workerNice: Int32 = 10
-
+    /// One worker: takes waiting utterances while it has fewer than its share, and steps each of
+    /// its utterances every 20 ms (feeding what came, finishing those that ended).
     private func work(_ index: Int) {
         cchamade_set_thread_name("chamade-stt\(index)")
         cchamade_lower_thread_priority(Self.workerNice)
-        var recognizer: Recognizer?
-        var current: Utterance?
-        var idleSince = MonotonicClock.now()
+        var jobs: [(Utterance, Held)] = []
+        let share = (maxRecognizers + threads - 1) / threads
         while true {
-            if current == nil {
-                let isWarm = recognizer != nil
-                let (next, running, more) = queue.withLock { q -> (Utterance?, Bool, Bool) in
-                    guard q.running else { return (nil, false, false) }
-                    // A cold worker leaves the utterance to an idle warm one (and wakes it).
-                    guard !q.waiting.isEmpty, isWarm || q.idleWarm == 0 else {
-                        let handOver = !q.waiting.isEmpty
-                        if isWarm { q.idleWarm += 1 } else { q.idleCold += 1 }
-                        if handOver { warm.post() }
-                        return (nil, true, false)
+            // New utterances, with a free decoder or a new one while under the maximum.
+            let (running, taken, expired) = queue.withLock { q -> (Bool, [(Utterance, Held?)], [Held]) in
+                guard q.running else { return (false, [], []) }
+                var taken: [(Utterance, Held?)] = []
+                while jobs.count + taken.count < share, !q.waiting.isEmpty {
+                    if let held = q.free.popLast() {
+                        taken.append((q.waiting.removeFirst(), held))
+                    } else if q.alive < maxRecognizers {
+                        q.alive += 1
+                        taken.append((q.waiting.removeFirst(), nil))
+                    } else {
+                        break
                     }
-                    let next = q.waiting.removeFirst()
-                    q.active.append(next)
-                    return (next, true, !q.waiting.isEmpty)
                 }
-                guard running else { break }
-                // More waiting than this worker can take: wake another.
-                if more { cold.post() }
-                current = next
-                if current == nil {
-                    let expired = MonotonicClock.now() - idleSince > Int64(idleSeconds) * 1_000_000_000
-                    if recognizer != nil, expired || release.load(ordering: .relaxed) {
-                        recognizer = nil
-                        recognizers.subtract(1, ordering: .relaxed)
-                        Recognizer.returnFreedMemory()
-                    }
-                    _ = (isWarm ? warm : cold).wait(milliseconds: 1000)
-                    queue.withLock { q in
-                        if isWarm { q.idleWarm -= 1 } else { q.idleCold -= 1 }
-                    }
+                q.active += taken.map(\.0)
+                // Decoders unused for `idleSeconds` go (the oldest are at the front).
+                let now = MonotonicClock.now()
+                var expired: [Held] = []
+                while let first = q.free.first, now - first.lastUsed > Int64(idleSeconds) * 1_000_000_000 {
+                    expired.append(q.free.removeFirst())
+                }
+                q.alive -= expired.count
+                return (true, taken, expired)
+            }
+            guard running else { break }
+            free(expired)
+            for (utterance, held) in taken {
+                if let held {
+                    jobs.append((utterance, held))
                     continue
                 }
-                if recognizer == nil {
-                    do throws(Recognizer.Error) {
-                        recognizer = try Recognizer(modelDirectory: modelDirectory)
-                        recognizers.add(1, ordering: .relaxed)
-                    } catch {
-                        onError(error)
-                        let lost = current!
-                        queue.withLock { q in q.active.removeAll { $0 === lost } }
-                        current = nil
-                        continue
+                do throws(Recognizer.Error) {
+                    jobs.append((utterance, Held(try Recognizer(modelDirectory: modelDirectory))))
+                    recognizers.add(1, ordering: .relaxed)
+                } catch {
+                    onError(error)
+                    queue.withLock { q in
+                        q.alive -= 1
+                        q.active.removeAll { $0 === utterance }
                     }
+                    _ = utterance.abandon()
                 }
             }
-            guard let utterance = current, let rec = recognizer else { continue }
+            if jobs.isEmpty {
+                _ = wake.wait(milliseconds: 1000)
+                continue
+            }
             // ORDERING: relaxed; a test's switch.
             while stalled.load(ordering: .relaxed) { usleep(10_000) }
-            if step(utterance, rec) {
-                queue.withLock { q in q.active.removeAll { $0 === utterance } }
-                current = nil
-                idleSince = MonotonicClock.now()
-            } else {
-                // Waiting for the talker: new audio comes every 20 ms while it speaks.
-                usleep(20_000)
+            var still: [(Utterance, Held)] = []
+            var done: [Held] = []
+            for (utterance, held) in jobs {
+                if step(utterance, held.recognizer) {
+                    held.lastUsed = MonotonicClock.now()
+                    done.append(held)
+                } else {
+                    still.append((utterance, held))
+                }
             }
+            let finishedUtterances = jobs.filter { job in !still.contains { $0.0 === job.0 } }.map(\.0)
+            jobs = still
+            if !done.isEmpty || !finishedUtterances.isEmpty {
+                let release = queue.withLock { q -> [Held] in
+                    q.active.removeAll { u in finishedUtterances.contains { $0 === u } }
+                    if q.releasing && q.waiting.isEmpty {
+                        q.alive -= done.count
+                        return done
+                    }
+                    q.free += done
+                    return []
+                }
+                free(release)
+                // A decoder came free: a waiting utterance may take it now.
+                wake.post()
+            }
+            // Talkers' audio comes every 20 ms.
+            if !jobs.isEmpty { usleep(20_000) }
         }
-        recognizer = nil
-        if recognizers.load(ordering: .relaxed) > 0 { recognizers.subtract(1, ordering: .relaxed) }
-        Recognizer.returnFreedMemory()
-        exited.post()
+        let leftover = jobs.map(\.1)
+        queue.withLock { $0.alive -= leftover.count }
+        free(leftover)
+        exited[index].post()
     }
 
-    /// Feeds what the utterance has; finishes it when closed. Returns whether it is done (or made
-    /// no progress and is not done: false).
+    /// Feeds what the utterance has; finishes it when closed. Returns whether it is done.
     private func step(_ utterance: Utterance, _ recognizer: Recognizer) -> Bool {
         let (chunks, closed, endTick) = utterance.take()
         if !recognizer.isInUtterance, !chunks.isEmpty {

@@ -181,7 +181,7 @@ private final class Job {
     private func emit(_ input: ArraySlice<Int16>) -> Bool {
         for (i, s) in input.enumerated() { inScratch[i] = Float(s) / 32768 * Self.gain }
         converter.process(UnsafeBufferPointer(inScratch), into: outScratch)
-        SampleConversion.toInt16(UnsafeBufferPointer(outScratch), into: UnsafeMutableBufferPointer(start: &out, count: out.count))
+        out.withUnsafeMutableBufferPointer { SampleConversion.toInt16(UnsafeBufferPointer(outScratch), into: $0) }
         // Native sample n plays at output sample n·rate/22050 plus the converter's fixed delay.
         let end = delivered + out.count
         var starting: [Synthesizer.Word] = []

@@ -13,6 +13,8 @@ final class Talker {
     private(set) var vad = VoiceActivity()
     /// The last tick accounted for (a block, or silence filled in for a tick it did not talk).
     var lastTick: UInt64
+    /// The last tick it talked.
+    private(set) var lastHeardTick: UInt64
     private(set) var utterance: Utterance?
     /// The last utterance sent to a recognizer: its final cepstral mean starts the next one.
     private var previous: Utterance?
@@ -35,6 +37,7 @@ final class Talker {
     init(id: ParticipantID, firstTick: UInt64) {
         self.id = id
         self.lastTick = firstTick &- 1
+        self.lastHeardTick = firstTick &- 1
     }
 
     /// Whether the talker has anything in flight (silence must still be accounted for).
@@ -48,7 +51,14 @@ final class Talker {
         prior: (_ narrowband: Bool) -> [Float]?, dropped: inout Int
     ) -> [Outcome] {
         let frame = to16k(block, rate: rate)
+        // Between utterances silence is not fed to the detector: after a gap, blocks before it are
+        // neither part of an onset nor pre-roll.
+        if !vad.inUtterance, tick != lastHeardTick &+ 1 {
+            vad.forgetRun()
+            preRoll.removeAll()
+        }
         lastTick = tick
+        lastHeardTick = tick
         let change = frame.withUnsafeBufferPointer { vad.take($0) }
         let narrowband = rate.hertz < Recognizer.hertz
         let start = change == .started && previous == nil ? prior(narrowband) : nil

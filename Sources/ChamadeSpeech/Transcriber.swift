@@ -1,4 +1,4 @@
-public import ChamadeCore
+import ChamadeCore
 public import ChamadeEngine
 import CChamadeShims
 import Synchronization
@@ -22,8 +22,11 @@ import Glibc
 /// the same input gives the same transcript.
 public final class Transcriber: Sendable {
     public struct Settings: Sendable {
-        /// Recognizer threads (each with at most one decoder, about 90 MB).
+        /// Recognizer threads (about one per core), each serving several utterances.
         public var workers = 2
+        /// Decoders at most (about 90 MB each, one per utterance in progress): the talkers that can
+        /// be recognized at once; more wait.
+        public var maxRecognizers = 8
         /// A worker frees its decoder after this long without an utterance.
         public var idleSeconds = 30
         /// Audio an utterance may have waiting for its recognizer before the oldest is dropped.
@@ -73,6 +76,9 @@ public final class Transcriber: Sendable {
 
     private let settings: Settings
     private let rooms = Mutex<[RoomID: Tapped]>([:])
+    /// Rooms detached and attached again before the router closed the old tap: the old one, still
+    /// to be closed.
+    private let closing = Mutex<[Tapped]>([])
     private let pool: RecognizerPool
     private let onEvent: @Sendable (Event) -> Void
     private let wake = TickSignal()
@@ -103,14 +109,16 @@ public final class Transcriber: Sendable {
         self.settings = settings
         self.onEvent = onEvent
         pool = RecognizerPool(
-            threads: settings.offline ? 0 : settings.workers, idleSeconds: settings.idleSeconds,
+            threads: settings.offline ? 0 : settings.workers, maxRecognizers: settings.maxRecognizers,
+            idleSeconds: settings.idleSeconds,
             modelDirectory: settings.modelDirectory,
             onResult: { [priors] utterance, text, endTick in
                 if let mean = utterance.finalMean.withLock({ $0 }) { priors.set(mean, narrowband: utterance.narrowband) }
                 guard !text.isEmpty else { return }
+                // Tick k plays the block of [(k − 1)·20, k·20) ms of the room's clock.
                 onEvent(.utterance(
                     utterance.participant, text: text,
-                    startMilliseconds: Int(utterance.startTick) * 20, endMilliseconds: Int(endTick + 1) * 20))
+                    startMilliseconds: Int(utterance.startTick &- 1) * 20, endMilliseconds: Int(endTick) * 20))
             },
             onError: { _ in })
         if !settings.offline {
@@ -123,7 +131,10 @@ public final class Transcriber: Sendable {
     public func attach(_ room: Room, isSynthesized: @escaping @Sendable (ParticipantID, Int) -> Bool = { _, _ in false }) {
         let tap = RoomTap()
         let added = rooms.withLock { rooms -> Bool in
-            guard rooms[room.id] == nil else { return false }
+            if let old = rooms[room.id] {
+                guard old.detached.load(ordering: .acquiring) else { return false }
+                closing.withLock { $0.append(old) }
+            }
             rooms[room.id] = Tapped(room: room, tap: tap, isSynthesized: isSynthesized)
             return true
         }
@@ -135,17 +146,19 @@ public final class Transcriber: Sendable {
     /// Stops transcribing `room`: utterances in progress end where they are.
     public func detach(_ room: Room) {
         let tapped = rooms.withLock { $0[room.id] }
-        guard let tapped else { return }
+        guard let tapped, !tapped.detached.load(ordering: .acquiring) else { return }
         room.setTap(nil)
         tapped.detached.store(true, ordering: .releasing)
         wake.post()
     }
 
     /// Whether `room` is transcribed.
-    public func isAttached(_ room: Room) -> Bool { rooms.withLock { $0[room.id] != nil } }
+    public func isAttached(_ room: Room) -> Bool {
+        rooms.withLock { $0[room.id].map { !$0.detached.load(ordering: .acquiring) } ?? false }
+    }
 
     public var statistics: Statistics {
-        let lost = rooms.withLock { $0.values.reduce(0) { $0 + $1.tap.lostBlockCount } }
+        let lost = rooms.withLock { $0.values.reduce(0) { $0 + ($1.detached.load(ordering: .relaxed) ? 0 : $1.tap.lostBlockCount) } }
         return Statistics(
             recognizers: pool.recognizers.load(ordering: .relaxed),
             utterances: pool.finished.load(ordering: .relaxed),
@@ -180,7 +193,7 @@ public final class Transcriber: Sendable {
         cchamade_lower_thread_priority(5)
         var deadline = MonotonicClock.now()
         while running.load(ordering: .relaxed) {
-            let any = rooms.withLock { !$0.isEmpty }
+            let any = rooms.withLock { !$0.isEmpty } || closing.withLock { !$0.isEmpty }
             if !any {
                 _ = wake.wait(milliseconds: 1000)
                 deadline = MonotonicClock.now()
@@ -198,6 +211,11 @@ public final class Transcriber: Sendable {
     /// Reads every tap and advances every talker up to the rooms' clocks; offline, also decodes.
     public func pump() {
         pumping.withLock { _ in
+            let old = closing.withLock { c in
+                defer { c = [] }
+                return c
+            }
+            for t in old { pump(t) }
             let tapped = rooms.withLock { Array($0.values) }
             for t in tapped { pump(t) }
             if settings.offline { pool.drain() }
@@ -222,7 +240,7 @@ public final class Transcriber: Sendable {
         // Ticks whose blocks are all in the tap: every one before the tick running now (online);
         // offline, the caller runs ticks to completion before pumping.
         let now = t.room.tickCount
-        let complete = settings.offline ? now : now &- 2
+        let complete = settings.offline ? now : (now >= 2 ? now - 2 : 0)
         t.tap.read { header, samples in
             let talker = t.talkers[header.participant] ?? {
                 let new = Talker(id: header.participant, firstTick: header.tick)
@@ -242,10 +260,12 @@ public final class Transcriber: Sendable {
             fillSilence(talker, upTo: complete, maxPending: maxPending, dropped: &dropped)
         }
         // Talkers silent for a minute are forgotten (their converter and detector freed).
-        t.talkers = t.talkers.filter { $0.value.isActive || $0.value.lastTick &+ 3000 > complete }
+        t.talkers = t.talkers.filter { $0.value.isActive || $0.value.lastHeardTick &+ 3000 > complete }
         if t.detached.load(ordering: .acquiring) {
             for talker in t.talkers.values { handle(talker.close(), talker: talker) }
             t.talkers.removeAll()
+            // What the tap lost stays counted once the room is gone (320 samples a block at 16 kHz).
+            dropped += t.tap.lostBlockCount * Recognizer.hertz / 50
             let none = rooms.withLock { rooms in
                 if rooms[t.room.id] === t { rooms[t.room.id] = nil }
                 return rooms.isEmpty

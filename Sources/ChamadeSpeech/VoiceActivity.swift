@@ -49,6 +49,9 @@ public struct VoiceActivity: Sendable {
         return meanSquare > Self.absoluteThreshold && meanSquare > floor * Self.floorMargin
     }
 
+    /// Forgets a run of voiced frames in progress (the next frame does not follow it).
+    public mutating func forgetRun() { voicedRun = 0 }
+
     /// Takes the next frame (any length, normally 20 ms) and says what changed, if anything.
     public mutating func take(_ frame: UnsafeBufferPointer<Int16>) -> Change? {
         var sum: Float = 0

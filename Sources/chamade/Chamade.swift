@@ -103,8 +103,10 @@ struct ServeCommand: AsyncParsableCommand {
     var tts: String?
     @Option(name: .long, help: "Built-in STT for transcripts: pocketsphinx or none (default pocketsphinx; CHAMADE_STT).")
     var stt: String?
-    @Option(name: .customLong("stt-workers"), help: "Recognizer threads, each with one PocketSphinx decoder (~90 MB) while in use (default 2; CHAMADE_STT_WORKERS).")
+    @Option(name: .customLong("stt-workers"), help: "Recognizer threads (default 2; CHAMADE_STT_WORKERS).")
     var sttWorkers: Int?
+    @Option(name: .customLong("stt-recognizers"), help: "PocketSphinx decoders at most (~90 MB each): talkers recognized at once (default 8; CHAMADE_STT_RECOGNIZERS).")
+    var sttRecognizers: Int?
     @Option(name: .long, help: "SIP over UDP: HOST:PORT to listen on (port 0: any), or off (default 127.0.0.1:5060; CHAMADE_SIP).")
     var sip: String?
     @Option(name: .customLong("sip-route"), help: "Inbound SIP calls for USER (or * for any) belong to KEY: USER=KEY (repeatable; CHAMADE_SIP_ROUTES).")
@@ -196,6 +198,9 @@ struct ServeCommand: AsyncParsableCommand {
         guard (1...16).contains(try setting(sttWorkers, "CHAMADE_STT_WORKERS", 2)) else {
             throw ValidationError("--stt-workers must be 1 to 16")
         }
+        guard (1...64).contains(try setting(sttRecognizers, "CHAMADE_STT_RECOGNIZERS", 8)) else {
+            throw ValidationError("--stt-recognizers must be 1 to 64")
+        }
         let cert = tlsCert ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_CERT"]
         let key = tlsKey ?? ProcessInfo.processInfo.environment["CHAMADE_TLS_KEY"]
         guard (cert == nil) == (key == nil) else { throw ValidationError("--tls-cert and --tls-key go together") }
@@ -230,7 +235,8 @@ struct ServeCommand: AsyncParsableCommand {
             rtpTimeoutSeconds: try setting(rtpTimeout, "CHAMADE_RTP_TIMEOUT", 10), sip: try sipSettings(),
             tts: try setting(tts, "CHAMADE_TTS", "espeak") == "espeak",
             stt: try setting(stt, "CHAMADE_STT", "pocketsphinx") == "pocketsphinx",
-            sttWorkers: try setting(sttWorkers, "CHAMADE_STT_WORKERS", 2))
+            sttWorkers: try setting(sttWorkers, "CHAMADE_STT_WORKERS", 2),
+            sttRecognizers: try setting(sttRecognizers, "CHAMADE_STT_RECOGNIZERS", 8))
         var logger = Logger(label: "chamade")
         logger.logLevel = .notice
         let server = ChamadeServer(engine: Engine(), configuration: configuration, logger: logger)
