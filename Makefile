@@ -36,11 +36,11 @@ test-server: test-deps
 	scripts/run-example.sh
 
 # The concurrency tests again under ThreadSanitizer, in their own build folder: the rings and the
-# clock, and legs whose API thread, media worker, event thread and clock all meet (digits queued
-# both ways, a timeout, RTCP both ways).
+# clock, legs whose API thread, media worker, event thread and clock all meet (digits queued
+# both ways, a timeout, RTCP both ways), and transcription's threads (tap, router, recognizers).
 test-tsan: deps
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan \
-		--filter "twoThreadStress|realThreadsAroundTheClock|telephoneEventsBothWays|timeoutEndsTheLeg|reportsBothWays"
+		--filter "twoThreadStress|realThreadsAroundTheClock|telephoneEventsBothWays|timeoutEndsTheLeg|reportsBothWays|realThreadsTranscribe"
 
 # Benchmarks (ordo-one/benchmark, with malloc counts); a separate package so its harness never
 # enters the main build.

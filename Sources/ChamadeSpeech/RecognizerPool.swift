@@ -115,9 +115,10 @@ final class RecognizerPool: Sendable {
         inline.withLock { $0 = Inline() }
     }
 
-    /// Audio waiting for recognizers, in samples, over every utterance.
-    var waitingSampleCount: Int {
-        queue.withLock { q in (q.waiting + q.active).reduce(0) { $0 + $1.pendingSampleCount } }
+    /// How far the most behind talker's recognition is: the most audio any one utterance has
+    /// waiting, in samples.
+    var largestLagSampleCount: Int {
+        queue.withLock { q in (q.waiting + q.active).map(\.pendingSampleCount).max() ?? 0 }
     }
 
     /// Keeps the audio of utterances waiting for a decoder under `limit` samples by giving up the

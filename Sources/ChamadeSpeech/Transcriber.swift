@@ -53,7 +53,7 @@ public final class Transcriber: Sendable {
         public var transcribedTalkers: Int
         public var fedMilliseconds: Int
         public var droppedMilliseconds: Int
-        /// Audio waiting for recognizers (every utterance's, summed).
+        /// How far behind the most behind talker's recognition is (its audio waiting).
         public var lagMilliseconds: Int
     }
 
@@ -165,7 +165,7 @@ public final class Transcriber: Sendable {
             transcribedTalkers: activeTalkers.load(ordering: .relaxed),
             fedMilliseconds: pool.fedSamples.load(ordering: .relaxed) / 16,
             droppedMilliseconds: droppedSamples.load(ordering: .relaxed) / 16 + lost * 20,
-            lagMilliseconds: pool.waitingSampleCount / 16)
+            lagMilliseconds: pool.largestLagSampleCount / 16)
     }
 
     /// Makes every recognizer worker stop taking audio (true) or carry on: for tests that prove a

@@ -76,4 +76,35 @@ import Testing
         let speaking = events.withLock { $0 }.filter { if case .speaking = $0 { true } else { false } }
         #expect(speaking.count >= 20)
     }
+
+    /// Every thread of transcription at once, for ThreadSanitizer (`make test` runs it under
+    /// TSan): the clock filling the tap, the router reading it, two recognizer workers, the events'
+    /// handler, a detach and a re-attach while talkers speak.
+    @Test(.timeLimit(.minutes(2)))
+    func realThreadsTranscribe() async throws {
+        let engine = Engine(configuration: .init(clock: .realTime, shardCount: 1))
+        let room = try engine.createRoom(nativeRate: .hz48000, capacity: 8)
+        let talkers = try [SampleRate.hz16000, .hz8000, .hz48000].map { try room.join(rate: $0, receiving: false) }
+        let utterances = Atomic<Int>(0)
+        let transcriber = try Transcriber { e in
+            if case .utterance = e { utterances.add(1, ordering: .relaxed) }
+        }
+        defer { transcriber.stop() }
+        transcriber.attach(room)
+        engine.start()
+        defer { engine.shutdown() }
+        let speech = try Self.speech()
+        for (i, p) in talkers.enumerated() {
+            // Each talker 6 s of the fixtures from its own place, at its own rate (nearest sample).
+            let rate = p.sampleRate.hertz
+            let samples = (0..<(6 * rate)).map { speech[(i * 48000 + $0 * 16000 / rate) % speech.count] }
+            samples.withUnsafeBytes { _ = p.push($0) }
+        }
+        try await Task.sleep(for: .seconds(3))
+        transcriber.detach(room)
+        transcriber.attach(room)
+        try await Task.sleep(for: .seconds(7))
+        #expect(utterances.load(ordering: .relaxed) > 0)
+        #expect(transcriber.isAttached(room))
+    }
 }
