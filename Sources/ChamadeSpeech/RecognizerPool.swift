@@ -39,7 +39,7 @@ final class RecognizerPool: Sendable {
         /// Free decoders go at once (nothing is transcribed any more).
         var releasing = false
     }
-    private let queue = Mutex(Queue())
+    private let queue = Locked(Queue())
     private let wake = TickSignal()
     private let threads: Int
     private let maxRecognizers: Int
@@ -60,7 +60,7 @@ final class RecognizerPool: Sendable {
         var busy: [(Utterance, Recognizer)] = []
         var free: [Recognizer] = []
     }
-    private let inline = Mutex(Inline())
+    private let inline = Locked(Inline())
 
     /// How much nicer than the clock the workers run: decoding is the heaviest work of the
     /// process (0.15 core per talker) and must yield to the tick, the legs and the sockets.

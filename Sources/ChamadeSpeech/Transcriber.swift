@@ -75,10 +75,10 @@ public final class Transcriber: Sendable {
     }
 
     private let settings: Settings
-    private let rooms = Mutex<[RoomID: Tapped]>([:])
+    private let rooms = Locked<[RoomID: Tapped]>([:])
     /// Rooms detached and attached again before the router closed the old tap: the old one, still
     /// to be closed.
-    private let closing = Mutex<[Tapped]>([])
+    private let closing = Locked<[Tapped]>([])
     private let pool: RecognizerPool
     private let onEvent: @Sendable (Event) -> Void
     private let wake = TickSignal()
@@ -87,7 +87,7 @@ public final class Transcriber: Sendable {
     private let droppedSamples = Atomic<Int>(0)
     private let activeTalkers = Atomic<Int>(0)
     /// Serialises `pump` (the router thread, or offline callers).
-    private let pumping = Mutex(())
+    private let pumping = Locked(())
     /// The cepstral mean a new talker's first utterance starts from, by band (narrowband: under
     /// 16 kHz): the last one any talker of that band ended with. PocketSphinx's live mean moves
     /// slowly (its prior weighs 500 frames), and the model's default is far from a real channel:
@@ -95,7 +95,7 @@ public final class Transcriber: Sendable {
     /// of the same band 0.6–1.0. So only the first talker of each band in the process pays.
     private let priors = Priors()
     final class Priors: Sendable {
-        private let means = Mutex<[Bool: [Float]]>([:])
+        private let means = Locked<[Bool: [Float]]>([:])
         func mean(narrowband: Bool) -> [Float]? { means.withLock { $0[narrowband] } }
         func set(_ mean: [Float], narrowband: Bool) { means.withLock { $0[narrowband] = mean } }
     }

@@ -14,7 +14,7 @@ final class Utterance: Sendable {
     /// The talker's cepstral mean from its previous utterance (nil: the decoder's own), and the
     /// one the recognizer ended this utterance with (`Recognizer.cepstralMean`).
     let initialMean: [Float]?
-    let finalMean = Mutex<[Float]?>(nil)
+    let finalMean = Locked<[Float]?>(nil)
     /// Its talker's audio came at under 16 kHz (upsampled: no energy above its Nyquist).
     let narrowband: Bool
 
@@ -27,7 +27,7 @@ final class Utterance: Sendable {
         /// Given up by the pool (its backlog was full): what comes is dropped.
         var abandoned = false
     }
-    private let pending = Mutex(Pending())
+    private let pending = Locked(Pending())
     let maxPendingSamples: Int
 
     init(
