@@ -98,12 +98,12 @@ extension Call {
         }
     }
 
-    /// A say: held behind the one being fed (true), or the caller feeds it now (false; the call is
-    /// then marked as feeding).
-    func holdOrStartSay(_ request: PendingSay) -> Bool {
+    /// A say: held behind the one being fed, as `held` (true), or the caller feeds it now (false;
+    /// the call is then marked as feeding).
+    func holdOrStartSay(_ request: PendingSay, held: PendingSay) -> Bool {
         withLock { m in
             if m.speech.feeding {
-                m.speech.held.append(.say(request))
+                m.speech.held.append(.say(held))
                 return true
             }
             m.speech.feeding = true

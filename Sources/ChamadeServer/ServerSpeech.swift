@@ -35,6 +35,11 @@ final class ServerSpeech: Sendable {
 
     static let feedAheadSeconds = 20
     static let partCharacters = 400
+    /// A part that fills the queue this far pauses at its next word; this far it stops.
+    static let pauseAtSeconds = 50
+    static let stopAtSeconds = 58
+    /// What a say held behind another answers at once, per character (measured: about 54 ms).
+    static let estimatedMillisecondsPerCharacter = 54
 
     init(configuration: ServerConfiguration, logger: Logger) {
         self.logger = logger
@@ -95,7 +100,12 @@ final class ServerSpeech: Sendable {
     /// gets its `queued_ms` once it is queued, or an error.
     func enqueueSay(_ text: String, on call: Call, answer: @escaping @Sendable (Result<Int, APIError>) -> Void) {
         let request = PendingSay(text: text, requested: MonotonicClock.now(), answer: answer)
-        if !call.holdOrStartSay(request) {
+        // Behind a say still being fed (possibly minutes of it), the answer cannot wait for this
+        // one's turn: it comes now, its length estimated from the text; errors go unreported then.
+        let held = PendingSay(text: text, requested: request.requested, answer: { _ in })
+        if call.holdOrStartSay(request, held: held) {
+            answer(.success(text.unicodeScalars.count * Self.estimatedMillisecondsPerCharacter))
+        } else {
             Task { await self.feed(request, on: call) }
         }
     }
@@ -129,8 +139,8 @@ final class ServerSpeech: Sendable {
         let requested = request.requested
         let rate = participant.sampleRate
         let generation = call.withLock { $0.speech.generation }
-        let parts = Self.parts(of: request.text)
-        let total = request.text.unicodeScalars.count
+        let scalars = Array(request.text.unicodeScalars)
+        let total = scalars.count
         let segmentID = call.withLock { m -> UInt64 in
             let id = m.speech.nextSegmentID
             m.speech.nextSegmentID += 1
@@ -151,12 +161,15 @@ final class ServerSpeech: Sendable {
         func answer() {
             guard !answered else { return }
             answered = true
-            // The rest at the rate of what was synthesized (espeak-ng: about 54 ms per character).
+            // The rest at the pace of what was synthesized (espeak-ng: about 54 ms per character).
             let rest = fedCharacters > 0 ? (total - fedCharacters) * fedSamples / fedCharacters : 0
             request.answer(.success((fedSamples + rest) * 1000 / rate.hertz))
         }
+        let softLimit = Self.pauseAtSeconds * rate.hertz
+        let hardLimit = Self.stopAtSeconds * rate.hertz
         var cancelled = false
-        for part in parts {
+        var offset = 0
+        while offset < total {
             while participant.queuedSampleCount() > Self.feedAheadSeconds * rate.hertz {
                 answer()
                 if call.withLock({ $0.speech.generation != generation || $0.state.isFinal }) { break }
@@ -166,17 +179,28 @@ final class ServerSpeech: Sendable {
                 cancelled = true
                 break
             }
+            let part = Self.part(of: scalars, from: offset)
             let started = MonotonicClock.now()
             let isFirstPart = fedSamples == 0
-            let synthesized: Result<(Int, [SaySegment.Word]), Synthesizer.Error> = await withCheckedContinuation { c in
+            // (samples pushed, their words, where to go on from when the queue filled up mid-part)
+            let synthesized: Result<(Int, [SaySegment.Word], Int?), Synthesizer.Error> = await withCheckedContinuation { c in
                 DispatchQueue.global().async {
                     let base = participant.writtenSampleCount()
                     var words: [SaySegment.Word] = []
-                    var first = true
-                    let outcome = Result { () throws(Synthesizer.Error) -> (Int, [SaySegment.Word]) in
-                        let n = try synthesizer.synthesize(part.text, rate: rate) { block, starting in
-                            for w in starting {
-                                words.append(.init(characterOffset: part.offset + w.characterOffset, position: base + w.sampleOffset))
+                    var pushedSamples = 0
+                    var resume: Int?
+                    let outcome = Result { () throws(Synthesizer.Error) -> (Int, [SaySegment.Word], Int?) in
+                        try synthesizer.synthesize(part.text, rate: rate) { block, starting in
+                            // A part that says far more than its length suggests (digits: "zero
+                            // zero …") must not overflow the queue: it pauses at a word once the
+                            // queue is nearly full and goes on from that word later.
+                            let queued = participant.queuedSampleCount()
+                            if queued > softLimit, let word = starting.first {
+                                resume = part.offset + word.characterOffset
+                                return false
+                            }
+                            if queued > hardLimit {
+                                return false
                             }
                             // Under the call's lock: a clear stops the say at this block, not at
                             // the end of the part.
@@ -186,19 +210,22 @@ final class ServerSpeech: Sendable {
                                 return true
                             }
                             guard pushed else { return false }
-                            if first {
-                                first = false
-                                if isFirstPart { self.firstAudioNanoseconds.store(Int(MonotonicClock.now() - requested), ordering: .relaxed) }
+                            for w in starting {
+                                words.append(.init(characterOffset: part.offset + w.characterOffset, position: base + w.sampleOffset))
+                            }
+                            pushedSamples += block.count
+                            if isFirstPart && pushedSamples == block.count {
+                                self.firstAudioNanoseconds.store(Int(MonotonicClock.now() - requested), ordering: .relaxed)
                             }
                             return true
                         }
-                        return (n, words)
+                        return (pushedSamples, words, resume)
                     }
                     c.resume(returning: outcome)
                 }
             }
             synthesisNanoseconds.add(Int(MonotonicClock.now() - started), ordering: .relaxed)
-            guard case .success(let (samples, words)) = synthesized else {
+            guard case .success(let (samples, words, resume)) = synthesized else {
                 if case .failure(let error) = synthesized, !answered {
                     answered = true
                     request.answer(.failure(APIError(.serviceUnavailable, "tts_failed", error.description)))
@@ -206,29 +233,31 @@ final class ServerSpeech: Sendable {
                 cancelled = true
                 break
             }
+            let next = resume.map { max($0, offset) } ?? (part.offset + part.text.unicodeScalars.count)
             fedSamples += samples
-            fedCharacters = part.offset + part.text.unicodeScalars.count
-            let fed = fedCharacters
+            fedCharacters = next
+            let fed = next
             call.withLock { m in
                 guard let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) else { return }
                 m.speech.segments[i].end += samples
                 m.speech.segments[i].words += words
                 m.speech.segments[i].fedCharacters = fed
             }
+            offset = next
         }
         call.withLock { m in
             if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) { m.speech.segments[i].open = false }
         }
         if !cancelled {
             fedCharacters = total
-            call.withLock { m in
-                if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) { m.speech.segments[i].fedCharacters = total }
-            }
             // Its end, like a mark: the say's line is written when it has played. Placed and
             // recorded under the call's lock, so its answer always finds it.
             let reached = call.withLock { m -> Bool in
                 let mark = participant.mark()
-                if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) { m.speech.segments[i].markID = mark.id }
+                if let i = m.speech.segments.firstIndex(where: { $0.id == segmentID }) {
+                    m.speech.segments[i].markID = mark.id
+                    m.speech.segments[i].fedCharacters = total
+                }
                 return mark.isReached
             }
             if reached { sayPlayed(call, segmentID: segmentID) }
@@ -236,27 +265,19 @@ final class ServerSpeech: Sendable {
         answer()
     }
 
-    /// The text in parts that end at a sentence (or, for a sentence too long, a word), each with
-    /// its offset in Unicode scalars.
-    static func parts(of text: String) -> [(offset: Int, text: String)] {
-        let scalars = Array(text.unicodeScalars)
-        var parts: [(Int, String)] = []
-        var start = 0
-        while start < scalars.count {
-            var end = min(scalars.count, start + partCharacters)
-            if end < scalars.count {
-                // The last sentence end in the window, else the last space.
-                let window = start..<end
-                if let stop = window.reversed().first(where: { i in ".!?\n".unicodeScalars.contains(scalars[i]) && i > start }) {
-                    end = stop + 1
-                } else if let space = window.reversed().first(where: { scalars[$0] == " " && $0 > start }) {
-                    end = space + 1
-                }
+    /// The part of the text from scalar `start`: up to `partCharacters`, ending at a sentence end
+    /// (or, for a sentence too long, a space) when there is one.
+    static func part(of scalars: [Unicode.Scalar], from start: Int) -> (offset: Int, text: String) {
+        var end = min(scalars.count, start + partCharacters)
+        if end < scalars.count {
+            let window = start..<end
+            if let stop = window.reversed().first(where: { i in ".!?\n".unicodeScalars.contains(scalars[i]) && i > start }) {
+                end = stop + 1
+            } else if let space = window.reversed().first(where: { scalars[$0] == " " && $0 > start }) {
+                end = space + 1
             }
-            parts.append((start, String(String.UnicodeScalarView(scalars[start..<end]))))
-            start = end
         }
-        return parts
+        return (start, String(String.UnicodeScalarView(scalars[start..<end])))
     }
 
     // MARK: - the say's own transcript line

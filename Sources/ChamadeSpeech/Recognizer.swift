@@ -60,6 +60,8 @@ public final class Recognizer {
 
     deinit {
         ps_free(decoder)
+        // Right after: glibc keeps what ps_free released (about 90 MB) until asked.
+        Self.returnFreedMemory()
     }
 
     /// Feeds the next samples of the current utterance (starting one if none is open).

@@ -138,12 +138,12 @@ final class RecognizerPool: Sendable {
         return abandoned.reduce(0) { $0 + $1.abandon() }
     }
 
-    private func free(_ decoders: [Held]) {
-        guard !decoders.isEmpty else { return }
-        recognizers.subtract(decoders.count, ordering: .relaxed)
-        // The decoders are released here (their last reference), then the heap trimmed.
-        _ = consume decoders
-        Recognizer.returnFreedMemory()
+    /// Lets decoders go (each trims the heap as it is freed, see `Recognizer.deinit`).
+    private func free(_ decoders: consuming [Held]) {
+        let count = decoders.count
+        guard count > 0 else { return }
+        recognizers.subtract(count, ordering: .relaxed)
+        decoders = []
     }
 
     // MARK: - Workers
@@ -217,14 +217,17 @@ final class RecognizerPool: Sendable {
             }
             let finishedUtterances = jobs.filter { job in !still.contains { $0.0 === job.0 } }.map(\.0)
             jobs = still
+            still = []
             if !done.isEmpty || !finishedUtterances.isEmpty {
+                let handed = done
+                done = []
                 let release = queue.withLock { q -> [Held] in
                     q.active.removeAll { u in finishedUtterances.contains { $0 === u } }
                     if q.releasing && q.waiting.isEmpty {
-                        q.alive -= done.count
-                        return done
+                        q.alive -= handed.count
+                        return handed
                     }
-                    q.free += done
+                    q.free += handed
                     return []
                 }
                 free(release)
@@ -235,6 +238,7 @@ final class RecognizerPool: Sendable {
             if !jobs.isEmpty { usleep(20_000) }
         }
         let leftover = jobs.map(\.1)
+        jobs = []
         queue.withLock { $0.alive -= leftover.count }
         free(leftover)
         exited[index].post()

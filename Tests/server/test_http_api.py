@@ -105,10 +105,14 @@ def test_chat_say_stop_typing_accept_refuse(server):
         r = api(server, "POST", f"/api/call/{cid}/chat", json={"text": bad})
         assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_text"
     assert api(server, "POST", f"/api/call/{cid}/chat", json={"text": "x" * 10000}).status_code == 200
-    r = api(server, "POST", f"/api/call/{cid}/say", json={"text": "hi"})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "tts_not_configured"
     r = api(server, "POST", f"/api/call/{cid}/stop-speaking")
     assert r.status_code == 200 and r.json() == {"dropped_ms": 0, "spoken_text": ""}
+    # The built-in TTS is on by default (test_speech.py has the rest of say).
+    r = api(server, "POST", f"/api/call/{cid}/say", json={"text": "hi"})
+    assert r.status_code == 200 and r.json()["queued_ms"] > 100, r.text
+    for bad in ["", "x" * 10001]:
+        r = api(server, "POST", f"/api/call/{cid}/say", json={"text": bad})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_text"
     assert api(server, "POST", f"/api/call/{cid}/typing").status_code == 200
     for action in ["accept", "refuse"]:
         r = api(server, "POST", f"/api/call/{cid}/{action}")

@@ -180,3 +180,30 @@ def test_a_say_longer_than_the_queue_is_fed_as_it_plays(server):
     lines = [m for m in messages if m.get("type") == "call_transcript"]
     assert [m["text"] for m in lines] == [spoken], lines
     assert lines[0]["speaker"] == "Speaker"
+
+
+def test_digits_never_overflow_and_a_say_behind_a_long_one_answers_at_once(server):
+    """2,000 zeros ("zero zero …", far more speech per character than words): fed without ever
+    overflowing the playout queue; a second say sent while the first is still being fed is
+    answered at once (its length estimated from its text), not when its turn comes."""
+    c = new_call(server, meeting=f"https://meet.example/digits/{time.time()}")
+
+    async def go():
+        ws = await open_ws(server, c, 16000, False)
+        start = time.monotonic()
+        first = await asyncio.to_thread(api, server, "POST", f"/api/call/{c['call_id']}/say", json={"text": "0" * 2000})
+        first_s = time.monotonic() - start
+        start = time.monotonic()
+        second = await asyncio.to_thread(api, server, "POST", f"/api/call/{c['call_id']}/say", json={"text": TEXT})
+        second_s = time.monotonic() - start
+        _, messages = await record(ws, 4)
+        await ws.close()
+        return first, first_s, second, second_s, messages
+    first, first_s, second, second_s, messages = run(go())
+    assert first.status_code == 200 and first_s < 2.0, (first.text, first_s)
+    assert first.json()["queued_ms"] > 60_000, first.json()
+    assert second.status_code == 200 and second_s < 1.0, (second.text, second_s)
+    assert abs(second.json()["queued_ms"] - 54 * len(TEXT)) < 10, second.json()
+    assert not any(m.get("code") == "playout_overflow" for m in messages), messages
+    r = api(server, "POST", f"/api/call/{c['call_id']}/stop-speaking")
+    assert r.status_code == 200 and 10_000 <= r.json()["dropped_ms"] <= 60_000, r.json()

@@ -132,7 +132,7 @@ def test_bad_messages_keep_the_connection(server):
         ws = await open_ws(server, c)
         for text, code in [("not json", "invalid_message"), ("[1,2]", "invalid_message"), ('{"no":"type"}', "invalid_message"),
                            ('{"type":"dance"}', "unknown_type"), ('{"type":"audio","audio":"!!notbase64"}', "invalid_audio"),
-                           ('{"type":"say","text":"hi"}', "tts_not_configured")]:
+                           ('{"type":"say","text":""}', "invalid_text"), ('{"type":"say"}', "invalid_text")]:
             await ws.send(text)
             assert (await recv_json(ws, "call_error"))["code"] == code, text
         await ws.send(json.dumps({"type": "audio_config"}))
