@@ -36,6 +36,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
     ],
     targets: [
         // C libraries, found through pkg-config (Debian: libsamplerate0-dev, libopus-dev, libsndfile1-dev).
@@ -129,6 +130,15 @@ let package = Package(
                 .product(name: "NIOWebSocket", package: "swift-nio"),
             ],
             swiftSettings: swiftSettings),
+        // `chamade mcp` (SPEC §8): MCP over stdio (the official Swift SDK), a client of `serve`.
+        .target(
+            name: "ChamadeMCP",
+            dependencies: [
+                .product(name: "MCP", package: "swift-sdk"),
+                .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
+                .product(name: "Logging", package: "swift-log"),
+            ],
+            swiftSettings: swiftSettings),
         .target(
             name: "ChamadeTesting",
             dependencies: ["ChamadeCore", "ChamadeAudioFile"],
@@ -136,7 +146,7 @@ let package = Package(
         .executableTarget(
             name: "chamade",
             dependencies: [
-                "ChamadeTools", "ChamadeServer", "ChamadeEngine", "ChamadeMedia", "ChamadeLoadTest", "CChamadeMallocCounter",
+                "ChamadeTools", "ChamadeServer", "ChamadeEngine", "ChamadeMedia", "ChamadeLoadTest", "ChamadeMCP", "CChamadeMallocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

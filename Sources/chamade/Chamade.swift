@@ -4,6 +4,7 @@ import ChamadeCore
 import ChamadeEngine
 import ChamadeMedia
 import ChamadeLoadTest
+import ChamadeMCP
 import ChamadeServer
 import ChamadeSIP
 import ChamadeTools
@@ -18,7 +19,7 @@ struct Chamade: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "chamade",
         abstract: "Chamade: the real-time audio bridge engine of an AI-agent meeting gateway.",
-        subcommands: [ServeCommand.self, ReplayCommand.self, BenchCommand.self, LoadTestCommand.self]
+        subcommands: [ServeCommand.self, MCPCommand.self, ReplayCommand.self, BenchCommand.self, LoadTestCommand.self]
     )
 }
 
@@ -250,6 +251,36 @@ struct ServeCommand: AsyncParsableCommand {
             }
         } catch {
             throw RunFailure(description: "\(error)")
+        }
+    }
+}
+
+struct MCPCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "mcp",
+        abstract: "The Model Context Protocol server over stdio, a client of a running chamade serve (SPEC §8)."
+    )
+
+    @Option(name: .long, help: "The server's base URL (default http://127.0.0.1:8787; CHAMADE_URL).")
+    var url: String?
+    @Option(name: .customLong("api-key"), help: "API key (CHAMADE_API_KEY, else CHAMADE_API_KEYS' first key).")
+    var apiKey: String?
+
+    func run() async throws {
+        let env = ProcessInfo.processInfo.environment
+        let url = url ?? env["CHAMADE_URL"] ?? "http://127.0.0.1:8787"
+        guard url.hasPrefix("http://") || url.hasPrefix("https://") else {
+            throw ValidationError("--url must start with http:// or https://")
+        }
+        guard let key = apiKey ?? env["CHAMADE_API_KEY"] ?? env["CHAMADE_API_KEYS"]?.split(separator: ",").first.map(String.init)
+        else { throw ValidationError("give --api-key (or CHAMADE_API_KEY)") }
+        // stdout carries the protocol only: logs go to stderr.
+        var logger = Logger(label: "chamade-mcp") { StreamLogHandler.standardError(label: $0) }
+        logger.logLevel = .notice
+        do {
+            try await MCPBridge.run(url: url, apiKey: key, logger: logger)
+        } catch {
+            throw RunFailure(description: "mcp: \(error)")
         }
     }
 }
