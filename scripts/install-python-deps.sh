@@ -12,7 +12,7 @@ python3 -c 'import pytest' 2>/dev/null || need+=(pytest)
 python3 -c 'import openapi_spec_validator' 2>/dev/null || need+=(openapi-spec-validator)
 python3 -c 'import schemathesis' 2>/dev/null || need+=("schemathesis>=4.32,<5")
 # A real MCP client for `chamade mcp` (Tests/server/test_mcp.py).
-python3 -c 'import mcp' 2>/dev/null || need+=("mcp>=1.26,<3")
+python3 -c 'import mcp' 2>/dev/null || need+=("mcp>=2.3,<3")
 ((${#need[@]})) || exit 0
 echo "installing ${need[*]} from PyPI" >&2
 python3 -m pip install -q --disable-pip-version-check "${need[@]}"

@@ -39,7 +39,7 @@ async def bench(base, binary, n):
         async with ClientSession(read, write) as s:
             await s.initialize()
             joined = await s.call_tool("chamade_call_join", {"platform": "discord", "meeting_url": f"https://bench/{time.time()}"})
-            cid = joined.structuredContent["call_id"]
+            cid = (getattr(joined, "structured_content", None) or joined.structuredContent)["call_id"]
             await s.call_tool("chamade_call_say", {"call_id": cid, "text": "a line for the transcript"})
             mcp_ms, http_ms = [], []
             async with httpx.AsyncClient(base_url=base, headers={"X-API-Key": KEY}) as http:
@@ -51,7 +51,7 @@ async def bench(base, binary, n):
                         t = time.perf_counter()
                         r = await s.call_tool("chamade_call_status", {"call_id": cid, "since": 0})
                         mcp_ms.append((time.perf_counter() - t) * 1000)
-                        assert not r.isError
+                        assert not getattr(r, "is_error", None)
                     for _ in range(10):
                         t = time.perf_counter()
                         r = await http.get(f"/api/call/{cid}?since=0")

@@ -1,5 +1,5 @@
 public import Foundation
-import Logging
+public import Logging
 import MCP
 
 /// `chamade mcp` (SPEC §8): a Model Context Protocol server over stdio, a client of a running
@@ -27,25 +27,19 @@ public enum MCPBridge {
         await server.withMethodHandler(ListTools.self) { _ in .init(tools: ToolCatalog.entries.map(\.tool)) }
         await server.withMethodHandler(CallTool.self) { params in
             guard let entry = entries[params.name] else {
-                return .init(content: [.text(text: "no tool \(params.name)", annotations: nil, _meta: nil)], isError: true)
+                return Self.failure("unknown_tool", "no tool \(params.name)")
             }
             let arguments = params.arguments ?? [:]
             if let missing = Self.missing(arguments, for: entry.tool) {
-                return .init(
-                    content: [.text(text: "invalid_arguments: \(missing)", annotations: nil, _meta: nil)],
-                    structuredContent: .object(["error": .object(["code": "invalid_arguments", "message": .string(missing)])]),
-                    isError: true)
+                return Self.failure("invalid_arguments", missing)
             }
             let (method, path, body) = entry.route(arguments)
-            do throws(APIClient.Failure) {
-                let json = try await api.call(method, path, body: body)
-                return .init(content: [.text(text: Self.summary(params.name, json), annotations: nil, _meta: nil)], structuredContent: json)
-            } catch {
-                return .init(
-                    content: [.text(text: "\(error.code): \(error.message)", annotations: nil, _meta: nil)],
-                    structuredContent: .object(["error": .object(["code": .string(error.code), "message": .string(error.message)])]),
-                    isError: true)
+            let json: Value
+            do throws(APIClient.Failure) { json = try await api.call(method, path, body: body) } catch {
+                return Self.failure(error.code, error.message)
             }
+            return try CallTool.Result(
+                content: [.text(text: Self.summary(params.name, json), annotations: nil, _meta: nil)], structuredContent: json)
         }
 
         await server.withMethodHandler(ListResources.self) { _ in
@@ -106,6 +100,15 @@ public enum MCPBridge {
         try await server.start(transport: StdioTransport(logger: logger))
         await server.waitUntilCompleted()
         await watch.stopAll()
+    }
+
+    /// An error as a tool result (SPEC §8): `isError`, the API's code and message as text and as
+    /// structured content.
+    static func failure(_ code: String, _ message: String) -> CallTool.Result {
+        let error: Value = .object(["error": .object(["code": .string(code), "message": .string(message)])])
+        return CallTool.Result(
+            content: [.text(text: "\(code): \(message)", annotations: nil, _meta: nil)], structuredContent: Optional<Value>.some(error),
+            isError: true, _meta: nil)
     }
 
     /// The first required argument missing, described; nil when all are there.

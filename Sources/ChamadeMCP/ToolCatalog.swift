@@ -1,3 +1,4 @@
+import Foundation
 import MCP
 
 /// The tools of SPEC §8, each a thin use of one route of §3: its JSON Schema (required fields,

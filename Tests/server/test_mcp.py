@@ -56,6 +56,14 @@ async def close(client, session):
     await client.__aexit__(None, None, None)
 
 
+def f(obj, name):
+    """A field of an `mcp` model by its snake_case name (mcp 2.x), or camelCase (1.x)."""
+    if hasattr(obj, name):
+        return getattr(obj, name)
+    head, *rest = name.split("_")
+    return getattr(obj, head + "".join(w.title() for w in rest))
+
+
 def text(result):
     return "".join(c.text for c in result.content if getattr(c, "type", "") == "text")
 
@@ -74,15 +82,15 @@ def test_tools_are_listed_with_schemas(server):
     by_name = {t.name: t for t in tools}
     assert set(by_name) == TOOLS
     for t in tools:
-        schema = t.inputSchema
+        schema = f(t, 'input_schema')
         assert schema["type"] == "object" and isinstance(schema["properties"], dict), t.name
         assert t.description and len(t.description) > 20, t.name
         assert set(schema.get("required", [])) <= set(schema["properties"]), t.name
-    join = by_name["chamade_call_join"].inputSchema
+    join = f(by_name["chamade_call_join"], "input_schema")
     assert set(join["required"]) == {"platform", "meeting_url"}
     assert "sip" in join["properties"]["platform"]["enum"] and "discord" in join["properties"]["platform"]["enum"]
-    assert by_name["chamade_call_say"].inputSchema["properties"]["text"]["maxLength"] == 10000
-    assert by_name["chamade_call_dtmf"].inputSchema["properties"]["digits"]["maxLength"] == 64
+    assert f(by_name["chamade_call_say"], "input_schema")["properties"]["text"]["maxLength"] == 10000
+    assert f(by_name["chamade_call_dtmf"], "input_schema")["properties"]["digits"]["maxLength"] == 64
     assert {"join_meeting_and_answer", "dial_in_with_pin"} <= {p.name for p in prompts}
     assert "chamade_call_join" in prompt.messages[0].content.text
 
@@ -98,8 +106,8 @@ def test_a_text_agent_takes_part_in_a_call(server):
         client, s = await session_of(server.base, notes)
         try:
             joined = await s.call_tool("chamade_call_join", {"platform": "discord", "meeting_url": meeting, "agent_name": "Model"})
-            assert not joined.isError, text(joined)
-            call = joined.structuredContent
+            assert not f(joined, "is_error"), text(joined)
+            call = f(joined, "structured_content")
             cid = call["call_id"]
             assert call["state"] == "active" and cid in text(joined)
             # Another agent in the room, on a WebSocket: it gets the chat.
@@ -113,7 +121,7 @@ def test_a_text_agent_takes_part_in_a_call(server):
             await asyncio.sleep(0.3)
 
             said = await s.call_tool("chamade_call_say", {"call_id": cid, "text": "Hello from the model."})
-            assert not said.isError and said.structuredContent["queued_ms"] > 300, text(said)
+            assert not f(said, "is_error") and f(said, "structured_content")["queued_ms"] > 300, text(said)
             deadline = time.monotonic() + 10
             while uri not in notes.updated and time.monotonic() < deadline:
                 await asyncio.sleep(0.05)
@@ -122,30 +130,30 @@ def test_a_text_agent_takes_part_in_a_call(server):
             assert read.contents[0].text == "[Model] Hello from the model."
 
             status = await s.call_tool("chamade_call_status", {"call_id": cid, "since": 0})
-            assert status.structuredContent["transcript"] == ["[Model] Hello from the model."]
-            assert status.structuredContent["transcript_length"] == 1
+            assert f(status, "structured_content")["transcript"] == ["[Model] Hello from the model."]
+            assert f(status, "structured_content")["transcript_length"] == 1
             later = await s.call_tool("chamade_call_status", {"call_id": cid, "since": 1})
-            assert later.structuredContent["transcript"] == [] and "state: active" in text(later)
+            assert f(later, "structured_content")["transcript"] == [] and "state: active" in text(later)
 
             chat = await s.call_tool("chamade_call_chat", {"call_id": cid, "text": "see the agenda"})
-            assert not chat.isError
+            assert not f(chat, "is_error")
             got = await recv_json(ws, "call_chat", timeout=5)
             assert got["text"] == "see the agenda" and got["sender"] == "Model"
 
             dtmf = await s.call_tool("chamade_call_dtmf", {"call_id": cid, "digits": "123#"})
-            assert dtmf.isError and dtmf.structuredContent["error"]["code"] == "no_leg", text(dtmf)
+            assert f(dtmf, "is_error") and f(dtmf, "structured_content")["error"]["code"] == "no_leg", text(dtmf)
             unknown = await s.call_tool("chamade_call_status", {"call_id": "call_nope"})
-            assert unknown.isError and unknown.structuredContent["error"]["code"] == "not_found", text(unknown)
+            assert f(unknown, "is_error") and f(unknown, "structured_content")["error"]["code"] == "not_found", text(unknown)
             missing = await s.call_tool("chamade_call_say", {"call_id": cid})
-            assert missing.isError and "text" in text(missing)
+            assert f(missing, "is_error") and "text" in text(missing)
 
             listed_calls = await s.call_tool("chamade_call_list", {})
-            assert cid in [c["call_id"] for c in listed_calls.structuredContent["calls"]]
+            assert cid in [c["call_id"] for c in f(listed_calls, "structured_content")["calls"]]
             account = await s.call_tool("chamade_account", {})
-            assert account.structuredContent["features"]["hosted_tts"] == "ready"
+            assert f(account, "structured_content")["features"]["hosted_tts"] == "ready"
 
             hung = await s.call_tool("chamade_call_hangup", {"call_id": cid})
-            assert not hung.isError and hung.structuredContent["state"] == "ended"
+            assert not f(hung, "is_error") and f(hung, "structured_content")["state"] == "ended"
             await ws.close()
         finally:
             await close(client, s)
@@ -162,8 +170,8 @@ def test_a_dead_server_is_a_tool_error_not_a_crash():
         finally:
             await close(client, s)
     r, again = run(go())
-    assert r.isError and r.structuredContent["error"]["code"] == "server_unreachable", text(r)
-    assert again.isError
+    assert f(r, "is_error") and f(r, "structured_content")["error"]["code"] == "server_unreachable", text(r)
+    assert f(again, "is_error")
 
 
 def test_stdout_is_protocol_only_and_eof_exits(server):
