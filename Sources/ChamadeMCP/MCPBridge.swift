@@ -97,7 +97,7 @@ public enum MCPBridge {
             return result
         }
 
-        try await server.start(transport: StdioTransport(logger: logger))
+        try await server.start(transport: LineTransport(logger: logger))
         await server.waitUntilCompleted()
         await watch.stopAll()
     }

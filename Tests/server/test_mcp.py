@@ -192,3 +192,29 @@ def test_stdout_is_protocol_only_and_eof_exits(server):
     assert lines and all(json.loads(l)["jsonrpc"] == "2.0" for l in lines), first + out
     answer = json.loads(lines[0])
     assert answer["id"] == 1 and answer["result"]["capabilities"]["resources"]["subscribe"] is True
+
+
+def test_idle_costs_nothing(server):
+    """Waiting for the client, `chamade mcp` sleeps in a blocking read: over 3 s idle it uses
+    almost no CPU (the SDK's own stdio transport polls every 10 ms)."""
+    proc = subprocess.Popen([BINARY, "mcp", "--url", server.base, "--api-key", KEY1],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize",
+                "params": {"protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "t", "version": "1"}}}
+        proc.stdin.write(json.dumps(init) + "\n")
+        proc.stdin.flush()
+        assert json.loads(proc.stdout.readline())["id"] == 1
+
+        def cpu_ticks():
+            with open(f"/proc/{proc.pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            return int(fields[11]) + int(fields[12])
+        time.sleep(0.5)
+        before = cpu_ticks()
+        time.sleep(3)
+        used = cpu_ticks() - before
+        assert used <= 2, f"{used} clock ticks of CPU in 3 s idle"
+    finally:
+        proc.stdin.close()
+        proc.wait(timeout=10)
