@@ -11,8 +11,10 @@ python3 -c 'import pytest' 2>/dev/null || need+=(pytest)
 # (its CLI options and schemathesis.toml keys are v4's).
 python3 -c 'import openapi_spec_validator' 2>/dev/null || need+=(openapi-spec-validator)
 python3 -c 'import schemathesis' 2>/dev/null || need+=("schemathesis>=4.32,<5")
-# A real MCP client for `chamade mcp` (Tests/server/test_mcp.py).
+# A real MCP client for `chamade mcp` (Tests/server/test_mcp.py), and a JSON Schema validator for
+# its tools' schemas.
 python3 -c 'import mcp' 2>/dev/null || need+=("mcp>=2.3,<3")
+python3 -c 'import jsonschema' 2>/dev/null || need+=(jsonschema)
 ((${#need[@]})) || exit 0
 echo "installing ${need[*]} from PyPI" >&2
 python3 -m pip install -q --disable-pip-version-check "${need[@]}"

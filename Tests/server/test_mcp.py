@@ -7,6 +7,7 @@ import json
 import subprocess
 import time
 
+import jsonschema
 import pytest
 from mcp import ClientSession, StdioServerParameters
 from mcp.client.stdio import stdio_client
@@ -86,8 +87,16 @@ def test_tools_are_listed_with_schemas(server):
         assert schema["type"] == "object" and isinstance(schema["properties"], dict), t.name
         assert t.description and len(t.description) > 20, t.name
         assert set(schema.get("required", [])) <= set(schema["properties"]), t.name
+        # A valid JSON Schema (2020-12, MCP's dialect), and it accepts what the tool documents.
+        jsonschema.Draft202012Validator.check_schema(schema)
     join = f(by_name["chamade_call_join"], "input_schema")
     assert set(join["required"]) == {"platform", "meeting_url"}
+    valid = jsonschema.Draft202012Validator(join)
+    assert valid.is_valid({"platform": "sip", "meeting_url": "sip:conf@pbx"})
+    assert not valid.is_valid({"platform": "skype", "meeting_url": "x"})
+    assert not valid.is_valid({"platform": "discord"})
+    dtmf = jsonschema.Draft202012Validator(f(by_name["chamade_call_dtmf"], "input_schema"))
+    assert dtmf.is_valid({"call_id": "c", "digits": "12#*A"}) and not dtmf.is_valid({"call_id": "c", "digits": "12x"})
     assert "sip" in join["properties"]["platform"]["enum"] and "discord" in join["properties"]["platform"]["enum"]
     assert f(by_name["chamade_call_say"], "input_schema")["properties"]["text"]["maxLength"] == 10000
     assert f(by_name["chamade_call_dtmf"], "input_schema")["properties"]["digits"]["maxLength"] == 64
