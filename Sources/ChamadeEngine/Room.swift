@@ -121,9 +121,18 @@ public final class Room: Sendable {
     }
 
     /// Starts copying every talker's blocks to `tap` from the next tick (nil: stops), replacing any
-    /// tap the room had. Any thread.
-    public func setTap(_ tap: RoomTap?) {
-        mirror.withLock { _ in _ = core.send(.tap(tap.map { Unmanaged.passRetained($0) })) }
+    /// tap the room had. Any thread. False if the room's command ring was full (the tap is not
+    /// kept).
+    @discardableResult
+    public func setTap(_ tap: RoomTap?) -> Bool {
+        mirror.withLock { _ in
+            let retained = tap.map { Unmanaged.passRetained($0) }
+            guard core.send(.tap(retained)) else {
+                retained?.release()
+                return false
+            }
+            return true
+        }
     }
 
     /// Closes the room: no more joins. The engine stops ticking it (`Engine.removeRoom`).
