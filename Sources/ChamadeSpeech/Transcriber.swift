@@ -93,12 +93,7 @@ public final class Transcriber: Sendable {
     /// slowly (its prior weighs 500 frames), and the model's default is far from a real channel:
     /// measured here, a first utterance from the default got 0.0–0.3 word accuracy, from a prior
     /// of the same band 0.6–1.0. So only the first talker of each band in the process pays.
-    private let priors = Priors()
-    final class Priors: Sendable {
-        private let means = Locked<[Bool: [Float]]>([:])
-        func mean(narrowband: Bool) -> [Float]? { means.withLock { $0[narrowband] } }
-        func set(_ mean: [Float], narrowband: Bool) { means.withLock { $0[narrowband] = mean } }
-    }
+    private let priors = Locked<[Bool: [Float]]>([:])
 
     /// Checks the model is there (a decoder is made only when the first utterance needs it) and,
     /// unless offline, starts the router and the workers.
@@ -113,7 +108,7 @@ public final class Transcriber: Sendable {
             idleSeconds: settings.idleSeconds,
             modelDirectory: settings.modelDirectory,
             onResult: { [priors] utterance, text, endTick in
-                if let mean = utterance.finalMean.withLock({ $0 }) { priors.set(mean, narrowband: utterance.narrowband) }
+                if let mean = utterance.finalMean.withLock({ $0 }) { priors.withLock { $0[utterance.narrowband] = mean } }
                 guard !text.isEmpty else { return }
                 // Tick k plays the block of [(k − 1)·20, k·20) ms of the room's clock.
                 onEvent(.utterance(
@@ -253,7 +248,7 @@ public final class Transcriber: Sendable {
                 ? talker.takeSilence(tick: header.tick, maxPendingSamples: maxPending, dropped: &dropped)
                 : talker.take(
                     samples, rate: header.rate, tick: header.tick, maxPendingSamples: maxPending,
-                    prior: { self.priors.mean(narrowband: $0) }, dropped: &dropped)
+                    prior: { narrowband in self.priors.withLock { $0[narrowband] } }, dropped: &dropped)
             handle(outcomes, talker: talker)
         }
         for talker in t.talkers.values where complete > talker.lastTick {

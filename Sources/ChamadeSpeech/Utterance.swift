@@ -23,7 +23,6 @@ final class Utterance: Sendable {
         var sampleCount = 0
         var closed = false
         var endTick: UInt64 = 0
-        var droppedSampleCount = 0
         /// Given up by the pool (its backlog was full): what comes is dropped.
         var abandoned = false
     }
@@ -44,10 +43,7 @@ final class Utterance: Sendable {
     /// Appends audio; returns the samples dropped to stay within the bound (the oldest first).
     func append(_ samples: [Int16]) -> Int {
         pending.withLock { p in
-            guard !p.abandoned else {
-                p.droppedSampleCount += samples.count
-                return samples.count
-            }
+            guard !p.abandoned else { return samples.count }
             p.chunks.append(samples)
             p.sampleCount += samples.count
             var dropped = 0
@@ -56,7 +52,6 @@ final class Utterance: Sendable {
                 p.sampleCount -= oldest.count
                 dropped += oldest.count
             }
-            p.droppedSampleCount += dropped
             return dropped
         }
     }
@@ -86,7 +81,6 @@ final class Utterance: Sendable {
             p.abandoned = true
             p.chunks = []
             p.sampleCount = 0
-            p.droppedSampleCount += n
             return n
         }
     }
