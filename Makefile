@@ -3,7 +3,7 @@
 SWIFT ?= swift
 OUT ?= out
 
-.PHONY: all deps test-deps build run test test-speech-realtime test-tsan test-server bench baselines fixtures clean
+.PHONY: all deps test-deps build run test test-speech-realtime test-tsan test-server fuzz bench baselines fixtures clean
 
 all: build
 
@@ -27,6 +27,7 @@ test: test-deps
 	$(MAKE) test-speech-realtime
 	$(MAKE) test-tsan
 	$(MAKE) test-server
+	$(MAKE) fuzz
 
 # Transcription on a real clock (20 talkers, recognizers decoding at full tilt) in a run of its own:
 # its load would otherwise fall on the other suites' real-time tests, which share the process.
@@ -48,6 +49,12 @@ test-tsan: deps
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan \
 		--filter "twoThreadStress|realThreadsAroundTheClock|telephoneEventsBothWays|timeoutEndsTheLeg|reportsBothWays|realThreadsTranscribe"
 
+# libFuzzer + AddressSanitizer on every parser we own (Fuzz/): the committed regression inputs
+# replayed, then FUZZ_SECONDS of fuzzing per target (30 in `make test`; 900 or more for a real run).
+FUZZ_SECONDS ?= 30
+fuzz: deps
+	Fuzz/run.sh $(FUZZ_SECONDS)
+
 # Benchmarks (ordo-one/benchmark, with malloc counts); a separate package so its harness never
 # enters the main build.
 bench: deps
@@ -67,4 +74,4 @@ replay: build
 		fixtures/tone_1k_24k.wav fixtures/silence_8k.wav --out $(OUT)/replay --rate 48000
 
 clean:
-	rm -rf .build .build-tsan Benchmarks/.build $(OUT)
+	rm -rf .build .build-tsan Benchmarks/.build Fuzz/.build Fuzz/.work $(OUT)

@@ -21,6 +21,7 @@ let package = Package(
         .library(name: "ChamadeMedia", targets: ["ChamadeMedia"]),
         .library(name: "ChamadeServer", targets: ["ChamadeServer"]),
         .library(name: "ChamadeSIP", targets: ["ChamadeSIP"]),
+        .library(name: "ChamadeWire", targets: ["ChamadeWire"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -81,6 +82,8 @@ let package = Package(
         .target(
             name: "ChamadeMedia", dependencies: ["ChamadeEngine", "ChamadeCore", "ChamadeDSP", "CChamadeShims"],
             swiftSettings: swiftSettings),
+        // What WebSocket clients send (SPEC §4), decoded and checked apart from the server, so it can be fuzzed.
+        .target(name: "ChamadeWire", dependencies: ["ChamadeCore"], swiftSettings: swiftSettings),
         // SIP signalling on libre: one owner (SIPStack) running libre's loop on its own thread.
         .target(name: "ChamadeSIP", dependencies: ["CLibre", "ChamadeMedia"], swiftSettings: swiftSettings),
         // Speech built in (SPEC §7): espeak-ng's one owner, off every real-time thread.
@@ -98,7 +101,7 @@ let package = Package(
         .target(
             name: "ChamadeServer",
             dependencies: [
-                "ChamadeEngine", "ChamadeCore", "ChamadeMedia", "ChamadeSIP", "ChamadeSpeech", "CChamadeShims",
+                "ChamadeEngine", "ChamadeCore", "ChamadeMedia", "ChamadeSIP", "ChamadeSpeech", "ChamadeWire", "CChamadeShims",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -173,6 +176,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        .testTarget(name: "ChamadeWireTests", dependencies: ["ChamadeWire", "ChamadeCore"], swiftSettings: swiftSettings),
         .testTarget(name: "ChamadeSIPTests", dependencies: ["ChamadeSIP", "ChamadeMedia"], swiftSettings: swiftSettings),
         .testTarget(
             name: "ChamadeSpeechTests",

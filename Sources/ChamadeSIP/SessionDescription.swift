@@ -65,6 +65,18 @@ final class SessionDescription {
         sdp_decode(session, body, offer) == 0
     }
 
+    /// Reads the far end's description from bytes (a body that did not come through libre's SIP
+    /// stack: tests and the SDP fuzz target).
+    func decode(bytes: UnsafeRawBufferPointer, offer: Bool) -> Bool {
+        guard let mb = mbuf_alloc(max(bytes.count, 1)) else { return false }
+        defer { _ = mem_deref(UnsafeMutableRawPointer(mb)) }
+        if let base = bytes.baseAddress, mbuf_write_mem(mb, base.assumingMemoryBound(to: UInt8.self), bytes.count) != 0 {
+            return false
+        }
+        mb.pointee.pos = 0
+        return decode(mb, offer: offer)
+    }
+
     /// Our description, to send.
     func encode(offer: Bool) -> UnsafeMutablePointer<mbuf>? {
         var mb: UnsafeMutablePointer<mbuf>?

@@ -294,7 +294,3 @@ struct VoiceConfigList: ResponseEncodable {
 struct Health: ResponseEncodable {
     var status: String
 }
-
-/// Counts text the way the contract does: Unicode scalar values, not grapheme clusters (an "a"
-/// followed by 400,000 combining accents is 400,001 scalars, not 1 character).
-func scalarCount(_ text: String) -> Int { text.unicodeScalars.count }

@@ -109,16 +109,10 @@ public struct ServerConfiguration: Sendable {
     public static let maxBodyBytes = 1 << 20
     /// Largest request head: request line plus headers (431 beyond).
     public static let maxHeaderBytes = 16 << 10
-    /// Largest audio chunk in one WebSocket message (`frame_too_large` beyond).
-    public static let maxAudioBytes = 1 << 20
     /// Largest WebSocket message; beyond it the connection is closed (1009).
     public static let maxMessageBytes = 16 << 20
     /// Unread text replies a WebSocket client may leave queued before it is closed (1008).
     public static let maxQueuedTextBytes = 1 << 20
-    /// Longest mark name, in bytes (`invalid_message` beyond).
-    public static let maxMarkNameBytes = 256
     /// Marks waiting per call (`too_many_marks` beyond).
     public static let maxPendingMarks = 4096
-    /// Text limits of chat and say, in Unicode scalar values.
-    public static let maxTextScalars = 10_000
 }

@@ -1,5 +1,6 @@
 import ChamadeCore
 import ChamadeEngine
+import ChamadeWire
 import Foundation
 import NIOConcurrencyHelpers
 import NIOCore
@@ -85,7 +86,7 @@ final class Session: Sendable {
     // MARK: inbound
 
     func handle(binary buffer: ByteBuffer) {
-        guard buffer.readableBytes <= ServerConfiguration.maxAudioBytes else {
+        guard buffer.readableBytes <= WireLimits.audioBytes else {
             error(
                 "frame_too_large",
                 "binary frames carry at most 1 MiB (1,048,576 bytes); this one had \(buffer.readableBytes)")
@@ -110,37 +111,28 @@ final class Session: Sendable {
     }
 
     func handle(text: String) {
-        guard let message = try? JSONDecoder().decode(ClientMessage.self, from: Data(text.utf8)) else {
-            error("invalid_message", "expected a JSON object with a string \"type\"")
+        let request: ClientRequest
+        do throws(ClientRequest.Refusal) { request = try ClientRequest(parsing: text) } catch {
+            self.error(error.code, error.message)
             return
         }
-        if let field = message.invalidField {
-            error(ClientMessage.code(forField: field), "\"\(field)\" has the wrong type for a \"\(message.type)\" message")
-            return
-        }
-        switch message.type {
-        case "audio": audio(message)
-        case "audio_config": audioConfig(message)
-        case "send_chat": sendChat(message)
-        case "say": say(message)
-        case "dtmf":
-            do throws(APIError) { _ = try DTMF.send(message.digits ?? "", on: call) } catch {
+        switch request {
+        case .audio(let pcm, let rate): audio(pcm, rate: rate)
+        case .audioConfig(let rate, let receive): audioConfig(rate: rate, receive: receive)
+        case .sendChat(let text): store.tellOthers(of: call, ServerMessage.Chat(sender: call.agentName, text: text))
+        case .say(let text): say(text)
+        case .dtmf(let digits):
+            do throws(APIError) { _ = try DTMF.send(digits, on: call) } catch {
                 self.error(error.code, error.message)
             }
-        case "clear":
+        case .clear:
             // The socket waits for this request's answer from before the engine can give it.
             _ = call.requestClear { [marks] _, request in marks.withLockedValue { $0.pendingClear = request } }
-        case "mark": mark(message)
-        default: error("unknown_type", "unknown message type \"\(message.type)\"")
+        case .mark(let name): mark(name)
         }
     }
 
-    private func mark(_ message: ClientMessage) {
-        let name = message.name ?? ""
-        guard name.utf8.count <= ServerConfiguration.maxMarkNameBytes else {
-            error("invalid_message", "a mark name is at most 256 bytes; this one had \(name.utf8.count)")
-            return
-        }
+    private func mark(_ name: String) {
         let admitted = call.withLock { m -> Bool in
             guard m.pendingMarks < ServerConfiguration.maxPendingMarks else { return false }
             m.pendingMarks += 1
@@ -173,36 +165,15 @@ final class Session: Sendable {
         }
     }
 
-    private func audio(_ message: ClientMessage) {
-        guard let b64 = message.audio, let data = Data(base64Encoded: b64) else {
-            error("invalid_audio", "\"audio\" must be base64-encoded PCM s16le")
-            return
-        }
-        guard data.count <= ServerConfiguration.maxAudioBytes else {
-            error("frame_too_large", "audio messages carry at most 1 MiB of PCM; this one had \(data.count)")
-            return
-        }
-        if let hz = message.sampleRate {
-            // A rate other than the connection's switches it, as audio_config would, and says so.
-            guard let rate = try? SampleRate(hertz: hz) else {
-                error("unsupported_sample_rate", "sample_rate must be a multiple of 50 from 8000 to 48000")
-                return
-            }
-            if rate != participant.sampleRate { switchRate(to: rate) }
-        }
-        data.withUnsafeBytes { push($0) }
+    private func audio(_ pcm: [UInt8], rate: SampleRate?) {
+        // A rate other than the connection's switches it, as audio_config would, and says so.
+        if let rate, rate != participant.sampleRate { switchRate(to: rate) }
+        pcm.withUnsafeBytes { push($0) }
     }
 
-    private func audioConfig(_ message: ClientMessage) {
-        var rate = participant.sampleRate
-        if let hz = message.sampleRate {
-            guard let r = try? SampleRate(hertz: hz) else {
-                error("unsupported_sample_rate", "sample_rate \(hz) is not supported: use a multiple of 50 from 8000 to 48000")
-                return
-            }
-            rate = r
-        }
-        if let receive = message.receive { setReceiving(receive) }
+    private func audioConfig(rate: SampleRate?, receive: Bool?) {
+        let rate = rate ?? participant.sampleRate
+        if let receive { setReceiving(receive) }
         if rate != participant.sampleRate {
             switchRate(to: rate)
         } else {
@@ -240,11 +211,7 @@ final class Session: Sendable {
 
     /// `say` on the socket: queued in the call's order at once (a `mark` sent after it waits for
     /// it), synthesized off the socket's task; an error comes back as `call_error`.
-    private func say(_ message: ClientMessage) {
-        guard let text = message.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
-            error("invalid_text", "\"text\" must be 1 to 10,000 characters")
-            return
-        }
+    private func say(_ text: String) {
         do throws(APIError) { try speech.checkSay(on: call) } catch {
             self.error(error.code, error.message)
             return
@@ -252,14 +219,6 @@ final class Session: Sendable {
         speech.enqueueSay(text, on: call) { [self] result in
             if case .failure(let error) = result { self.error(error.code, error.message) }
         }
-    }
-
-    private func sendChat(_ message: ClientMessage) {
-        guard let text = message.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
-            error("invalid_text", "\"text\" must be 1 to 10,000 characters")
-            return
-        }
-        store.tellOthers(of: call, ServerMessage.Chat(sender: call.agentName, text: text))
     }
 }
 

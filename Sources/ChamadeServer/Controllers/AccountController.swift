@@ -1,5 +1,6 @@
 import ChamadeCore
 import ChamadeSIP
+import ChamadeWire
 import Hummingbird
 
 /// `/api/account`, `/api/voice-configs` and the plain-HTTP side of `/api/events` (SPEC §3).
@@ -38,7 +39,7 @@ struct AccountController {
             limits: .init(
                 maxCallsPerKey: c.maxCallsPerKey, maxStreamsPerCall: c.maxStreamsPerCall,
                 endedRetentionSeconds: c.endedRetentionSeconds, maxBodyBytes: ServerConfiguration.maxBodyBytes,
-                maxHeaderBytes: ServerConfiguration.maxHeaderBytes, maxAudioFrameBytes: ServerConfiguration.maxAudioBytes))
+                maxHeaderBytes: ServerConfiguration.maxHeaderBytes, maxAudioFrameBytes: WireLimits.audioBytes))
     }
 
     @Sendable func voiceConfigs(_ request: Request, context: APIRequestContext) async throws -> VoiceConfigList {

@@ -1,5 +1,6 @@
 import ChamadeCore
 import ChamadeMedia
+import ChamadeWire
 import Foundation
 import Hummingbird
 
@@ -43,7 +44,7 @@ struct CallController {
             }
         }
         let agent = body.agentName.flatMap { $0.isEmpty ? nil : $0 } ?? "AI Agent"
-        guard scalarCount(agent) <= 256 else {
+        guard agent.unicodeScalars.count <= 256 else {
             throw APIError.badRequest("invalid_agent_name", "agent_name is at most 256 characters")
         }
         let call = try core.store.create(
@@ -76,7 +77,7 @@ struct CallController {
         let call = try liveCall(context)
         let body = try await decodeBody(
             ChatRequest.self, from: request, context: context, fields: ["text", "sender_name"], codeForField: ChatRequest.code)
-        guard let text = body.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
+        guard let text = body.text, WireLimits.isValidText(text) else {
             throw APIError.badRequest("invalid_text", "text must be 1 to 10,000 characters")
         }
         let sender = body.senderName.flatMap { $0.isEmpty ? nil : $0 } ?? call.agentName
@@ -88,7 +89,7 @@ struct CallController {
         let call = try liveCall(context)
         let body = try await decodeBody(
             SayRequest.self, from: request, context: context, fields: ["text"], codeForField: SayRequest.code)
-        guard let text = body.text, (1...ServerConfiguration.maxTextScalars).contains(scalarCount(text)) else {
+        guard let text = body.text, WireLimits.isValidText(text) else {
             throw APIError.badRequest("invalid_text", "text must be 1 to 10,000 characters")
         }
         return Queued(queuedMs: try await core.speech.say(text, on: call))
@@ -151,14 +152,9 @@ struct CallController {
 
 /// DTMF digits as the contract takes them (SPEC §6).
 enum DTMF {
-    static func isValid(_ digits: String) -> Bool {
-        (1...64).contains(digits.unicodeScalars.count)
-            && digits.unicodeScalars.allSatisfy { "0123456789*#ABCD".unicodeScalars.contains($0) }
-    }
-
     /// Queues `digits` on the call's leg; returns how long everything queued takes to send (ms).
     static func send(_ digits: String, on call: Call) throws(APIError) -> Int {
-        guard isValid(digits) else { throw APIError.badRequest("invalid_dtmf", "digits must be 1 to 64 of 0-9 * # A-D") }
+        guard WireLimits.isValidDTMF(digits) else { throw APIError.badRequest("invalid_dtmf", "digits must be 1 to 64 of 0-9 * # A-D") }
         guard let leg = call.leg else {
             throw APIError.conflict("no_leg", "this call's room has no platform leg to send DTMF on")
         }
