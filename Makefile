@@ -3,7 +3,7 @@
 SWIFT ?= swift
 OUT ?= out
 
-.PHONY: all deps test-deps build run test test-speech-realtime test-tsan test-server fuzz bench baselines fixtures clean
+.PHONY: all deps test-deps build run test test-speech-realtime test-tsan test-server test-rtsan fuzz bench baselines fixtures clean
 
 all: build
 
@@ -26,6 +26,7 @@ test: test-deps
 	$(SWIFT) test --skip-build --skip TranscriberTests
 	$(MAKE) test-speech-realtime
 	$(MAKE) test-tsan
+	$(MAKE) test-rtsan
 	$(MAKE) test-server
 	$(MAKE) fuzz
 
@@ -48,6 +49,15 @@ test-server: test-deps
 test-tsan: deps
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan \
 		--filter "twoThreadStress|realThreadsAroundTheClock|telephoneEventsBothWays|timeoutEndsTheLeg|reportsBothWays|realThreadsTranscribe"
+
+# The tick under clang's RealtimeSanitizer (RealtimeSanitizer/, a package of its own: the runtime it
+# links intercepts malloc and locks process-wide): busy ticks report nothing, and a malloc or a lock
+# put in the tick on purpose is reported.
+SWIFT_TOOLCHAIN := $(shell dirname $$(dirname $$(readlink -f $$(command -v $(SWIFT)))))
+RTSAN_LIB := $(firstword $(wildcard $(SWIFT_TOOLCHAIN)/lib/clang/*/lib/linux/libclang_rt.rtsan-x86_64.a))
+test-rtsan: deps
+	@test -n "$(RTSAN_LIB)" || { echo "no libclang_rt.rtsan in $(SWIFT_TOOLCHAIN)"; exit 1; }
+	cd RealtimeSanitizer && $(SWIFT) test -c release -Xlinker --whole-archive -Xlinker $(RTSAN_LIB) -Xlinker --no-whole-archive -Xlinker -lstdc++
 
 # libFuzzer + AddressSanitizer on every parser we own (Fuzz/): the committed regression inputs
 # replayed, then FUZZ_SECONDS of fuzzing per target (30 in `make test`; 900 or more for a real run).
@@ -74,4 +84,4 @@ replay: build
 		fixtures/tone_1k_24k.wav fixtures/silence_8k.wav --out $(OUT)/replay --rate 48000
 
 clean:
-	rm -rf .build .build-tsan Benchmarks/.build Fuzz/.build Fuzz/.work $(OUT)
+	rm -rf .build .build-tsan Benchmarks/.build Fuzz/.build Fuzz/.work RealtimeSanitizer/.build $(OUT)

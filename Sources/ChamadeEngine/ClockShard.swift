@@ -49,9 +49,12 @@ final class ClockShard: @unchecked Sendable {
     let tickSignal: TickSignal
     var schedule: TickSchedule
     let running = Atomic<Bool>(false)
+    /// See `Engine.Configuration.tickProbe`.
+    let tickProbe: (@Sendable () -> Void)?
 
-    init(index: Int, roomCapacity: Int, tickSignal: TickSignal) {
+    init(index: Int, roomCapacity: Int, tickSignal: TickSignal, tickProbe: (@Sendable () -> Void)? = nil) {
         self.index = index
+        self.tickProbe = tickProbe
         self.tickSignal = tickSignal
         self.roomCapacity = roomCapacity
         rooms = .allocate(capacity: roomCapacity)
@@ -88,6 +91,11 @@ final class ClockShard: @unchecked Sendable {
 
     /// One tick of every room on this shard. Real-time safe.
     func tickRooms() {
+        // The whole tick is a real-time section: with the RealtimeSanitizer runtime linked (`make
+        // test-rtsan`) a malloc, a lock or a blocking call in it is reported; without it this is a
+        // branch on a null weak symbol.
+        cchamade_rtsan_enter()
+        defer { cchamade_rtsan_exit() }
         while let command = commandConsumer.pop() {
             switch command {
             case .addRoom(let room):
@@ -112,6 +120,7 @@ final class ClockShard: @unchecked Sendable {
         for i in 0..<roomCount {
             rooms[i]._withUnsafeGuaranteedRef { $0.tick(events: &events) }
         }
+        tickProbe?()
         let elapsed = MonotonicClock.now() - start
         cchamade_tick_exit()
         // A shard without rooms has nothing to report: its empty ticks would only dilute the figures.

@@ -28,6 +28,9 @@ public final class Engine: Sendable {
         public var realtimePriority: Bool
         /// Rooms per shard.
         public var roomsPerShard: Int
+        /// Called inside every shard's tick, in its real-time section: tests put a deliberate
+        /// violation there to prove the RealtimeSanitizer watches the tick. Nil in production.
+        @_spi(Testing) public var tickProbe: (@Sendable () -> Void)? = nil
 
         public init(
             clock: Clock = .realTime, shardCount: Int? = nil, quality: ConverterQuality = .default,
@@ -75,7 +78,8 @@ public final class Engine: Sendable {
         self.onEvent = onEvent
         let signal = tickSignal
         self.shards = (0..<configuration.shardCount).map {
-            ClockShard(index: $0, roomCapacity: configuration.roomsPerShard, tickSignal: signal)
+            ClockShard(
+                index: $0, roomCapacity: configuration.roomsPerShard, tickSignal: signal, tickProbe: configuration.tickProbe)
         }
     }
 

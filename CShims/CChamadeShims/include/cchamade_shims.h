@@ -63,13 +63,17 @@ static inline struct cmsghdr *cchamade_cmsg_nxthdr(struct msghdr *m, struct cmsg
 static inline unsigned char *cchamade_cmsg_data(struct cmsghdr *c) { return CMSG_DATA(c); }
 
 // RealtimeSanitizer entry points (clang's rtsan runtime). Declared here so Swift can call them; they are
-// resolved only when a binary links libclang_rt.rtsan (see Tests/README); the weak declarations make them
-// null otherwise, so callers must check.
+// resolved only when a binary links libclang_rt.rtsan (`make test-rtsan`, RealtimeSanitizer/); the weak
+// declarations make them null otherwise, so each call is one branch on a null symbol.
 void __rtsan_realtime_enter(void) __attribute__((weak));
 void __rtsan_realtime_exit(void) __attribute__((weak));
+void __rtsan_disable(void) __attribute__((weak));
+void __rtsan_enable(void) __attribute__((weak));
 static inline int cchamade_rtsan_available(void) { return __rtsan_realtime_enter != 0; }
 static inline void cchamade_rtsan_enter(void) { if (__rtsan_realtime_enter) __rtsan_realtime_enter(); }
 static inline void cchamade_rtsan_exit(void) { if (__rtsan_realtime_exit) __rtsan_realtime_exit(); }
+static inline void cchamade_rtsan_disable(void) { if (__rtsan_disable) __rtsan_disable(); }
+static inline void cchamade_rtsan_enable(void) { if (__rtsan_enable) __rtsan_enable(); }
 
 // Allocation counting on the tick. The clock thread raises this flag around each tick; the malloc
 // interposer (target CChamadeMallocCounter, linked only into `chamade` and the tests) counts every
