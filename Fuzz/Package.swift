@@ -21,6 +21,7 @@ let package = Package(
         .target(name: "FuzzSupport", swiftSettings: swiftSettings),
         fuzzTarget("FuzzClientMessage", ["ChamadeWire"]),
         fuzzTarget("FuzzBase64Audio", ["ChamadeWire"]),
+        fuzzTarget("FuzzHTTPHead", ["ChamadeWire"]),
         fuzzTarget("FuzzPCMStream", ["ChamadeCore"]),
         fuzzTarget("FuzzRTP", ["ChamadeCore"]),
         fuzzTarget("FuzzJitterBuffer", ["ChamadeCore"]),

@@ -28,6 +28,8 @@ public struct APIError: HTTPResponseError, Sendable, Equatable {
         .contentTooLarge, "body_too_large", "the request body exceeds 1 MiB (1,048,576 bytes)")
     public static let headersTooLarge = APIError(
         .init(code: 431), "headers_too_large", "the request head exceeds 16 KiB (16,384 bytes)")
+    public static let requestTimeout = APIError(
+        .requestTimeout, "request_timeout", "the request head was not complete within 10 s")
     public static let shuttingDown = APIError(.serviceUnavailable, "shutting_down", "the server is shutting down")
 
     /// The JSON body.
@@ -44,10 +46,14 @@ public struct APIError: HTTPResponseError, Sendable, Equatable {
     }
 
     public func response(from request: Request, context: some RequestContext) throws -> Response {
-        Response(
-            status: status, headers: [.contentType: "application/json"],
-            body: .init(byteBuffer: ByteBuffer(string: body)))
+        var headers: HTTPFields = [.contentType: "application/json"]
+        if closesConnection { headers[.connection] = "close" }
+        return Response(status: status, headers: headers, body: .init(byteBuffer: ByteBuffer(string: body)))
     }
+
+    /// A refusal of the request itself rather than of what it asks (SPEC §9: a wrong method, a
+    /// body too large): answered, then the connection is closed (`CloseAfterResponse`).
+    var closesConnection: Bool { [405, 408, 411, 413, 431, 501, 505].contains(status.code) }
 }
 
 /// Turns every error a route can throw into the contract's JSON error shape: Hummingbird's own

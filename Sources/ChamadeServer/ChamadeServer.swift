@@ -73,7 +73,7 @@ public final class ChamadeServer: Sendable {
         let webSocketResponder = WebSocketRoutes(core: core).router().buildResponder()
         let upgrade = HTTP1WebSocketUpgradeChannel.Configuration(
             http1: .init(
-                additionalChannelHandlers: [UpgradeRejection()],
+                additionalChannelHandlers: [UpgradeRejection(), CloseAfterResponse()],
                 idleTimeout: .seconds(Int64(configuration.idleTimeoutSeconds))),
             // The protocol-level cap sits above the contract's 1 MiB so a larger message can be
             // refused with `frame_too_large` on a connection that stays open.
@@ -84,7 +84,7 @@ public final class ChamadeServer: Sendable {
                 privateKey: .privateKey(NIOSSLPrivateKey(file: files.privateKeyPath, format: .pem)))
         }
         let server = HTTPServerBuilder { responder in
-            let base = HeadLimitedChannel(
+            let base = GuardedChannel(
                 base: HTTP1WebSocketUpgradeChannel(
                     responder: responder, webSocketResponder: webSocketResponder, configuration: upgrade))
             if let tls { return try TLSChannel(base, tlsConfiguration: tls) }

@@ -109,6 +109,9 @@ public struct ServerConfiguration: Sendable {
     public static let maxBodyBytes = 1 << 20
     /// Largest request head: request line plus headers (431 beyond).
     public static let maxHeaderBytes = 16 << 10
+    /// A request head must be complete this long after the connection opened or after its first
+    /// byte (408 and close beyond): slow-loris connections cannot hold the server's sockets.
+    public static let headTimeoutSeconds: Int64 = 10
     /// Largest WebSocket message; beyond it the connection is closed (1009).
     public static let maxMessageBytes = 16 << 20
     /// Unread text replies a WebSocket client may leave queued before it is closed (1008).

@@ -41,6 +41,11 @@ struct WebSocketRoutes: Sendable {
         } onUpgrade: { inbound, outbound, context in
             await core.runEvents(channel: context.requestContext.channel, inbound: inbound, outbound: outbound)
         }
+        // Any other path: 404 with the JSON body, like the API's unknown paths.
+        router.ws("**") { request, context in
+            UpgradeRejection.record(.notFound("no WebSocket at \(request.uri.path)"), for: context.channel)
+            return .dontUpgrade
+        } onUpgrade: { _, _, _ in }
         return router
     }
 }
@@ -80,7 +85,7 @@ extension ServerCore {
             return
         }
         outbox.sizeBuffers(forFrameBytes: participant.sampleRate.blockByteCount)
-        try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
+        await guardFrames(channel: channel, outbox: outbox)
         let session = Session(call: call, participant: participant, outbox: outbox, store: store, speech: speech)
         // The opening state is queued under the call's lock, as the session joins: a change
         // broadcast to the call's sessions (connecting → active) cannot overtake it.
@@ -125,9 +130,20 @@ extension ServerCore {
         guard let subscription = pendingSubscriptions.withLockedValue({ $0.removeValue(forKey: ObjectIdentifier(channel)) })
         else { return }
         let outbox = Outbox(channel: channel, counters: counters)
-        try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
+        await guardFrames(channel: channel, outbox: outbox)
         subscription.attach(outbox)
         await serve(outbox: outbox, channel: channel, inbound: inbound, outbound: outbound) { _ in }
+    }
+
+    /// Puts the upgraded connection's own handlers in: the outbox's writability watch, and the
+    /// frame checks right behind the frame decoder.
+    private func guardFrames(channel: any Channel, outbox: Outbox) async {
+        try? await channel.eventLoop.submit {
+            let sync = channel.pipeline.syncOperations
+            try sync.addHandler(WritabilityHandler(outbox: outbox), position: .first)
+            let decoder = try sync.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
+            try sync.addHandler(WebSocketFrameGuard(), position: .after(decoder))
+        }.get()
     }
 
     /// Reads messages until the connection ends, while a second task closes the socket when its
@@ -214,9 +230,12 @@ final class UpgradeRejection: ChannelDuplexHandler, RemovableChannelHandler, @un
 
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         let part = unwrapOutboundIn(data)
-        if case .head(let head) = part, head.status == .badRequest, head.headerFields[.contentLength] == "0",
-            let error = Self.refusals.withLock({ $0.removeValue(forKey: ObjectIdentifier(context.channel)) })
-        {
+        if case .head(let head) = part, head.status == .badRequest, head.headerFields[.contentLength] == "0" {
+            // Without a recorded refusal, the empty 400 is Hummingbird's answer to a request it could
+            // not read (a handshake without its key or version): it gets the JSON body too.
+            let error =
+                Self.refusals.withLock({ $0.removeValue(forKey: ObjectIdentifier(context.channel)) })
+                ?? .badRequest("invalid_request", "the request could not be read as HTTP/1.1 or as a WebSocket handshake")
             swallowing = true
             let body = ByteBuffer(string: error.body)
             let replaced = HTTPResponse(

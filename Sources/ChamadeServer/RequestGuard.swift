@@ -1,0 +1,227 @@
+import ChamadeWire
+import Foundation
+import HTTPTypes
+import Hummingbird
+import HummingbirdCore
+import Logging
+import NIOCore
+
+/// The first handler of every connection (after TLS): it reads the raw bytes, holds each request
+/// head until it is complete and checked, and answers every malformed one itself (SPEC §9).
+///
+/// NIO's parser is configured by Hummingbird to report errors to no one, so a bad head used to get
+/// no answer and the connection stayed open for good. Here each head is checked by
+/// `HTTPRequestHead` (ChamadeWire) before any of it goes on; a refusal is written with its status
+/// and the JSON error body, and the connection closed:
+/// - 431 past 16 KiB of head, 408 when a head is not complete 10 s after the connection opened or
+///   after its first byte, 400 / 413 / 501 / 505 as the check decides;
+/// - a body announced by `Content-Length` is passed through as it is; after a chunked request, or
+///   an HTTP/1.0 one without keep-alive, the connection closes once answered (`Connection: close`
+///   is added to the head Hummingbird sees); after an upgrade the guard steps aside.
+/// What still trips NIO's parser (a malformed chunked body) reaches `ParseErrorWatcher`, which has
+/// the guard answer 400.
+final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    // SAFETY: used only on its channel's event loop.
+    typealias InboundIn = ByteBuffer
+    typealias InboundOut = ByteBuffer
+
+    enum Phase {
+        /// Between requests, or inside a head (its bytes so far).
+        case head
+        /// Inside a body with this many bytes left.
+        case body(remaining: Int)
+        /// Not framing any more: after an upgrade (the bytes are WebSocket frames), or inside a
+        /// chunked body, which NIO frames (the connection closes after its response).
+        case passthrough(upgraded: Bool)
+        /// Refused: everything further is dropped.
+        case refused
+    }
+
+    private var phase = Phase.head
+    private var pending: [UInt8] = []
+    private var deadline: Scheduled<Void>?
+    let headLimit: Int
+    let headSeconds: Int64
+
+    init(headLimit: Int = ServerConfiguration.maxHeaderBytes, headSeconds: Int64 = ServerConfiguration.headTimeoutSeconds) {
+        self.headLimit = headLimit
+        self.headSeconds = headSeconds
+    }
+
+    func channelActive(context: ChannelHandlerContext) {
+        // A connection that sends nothing is held to the same 10 s as a slow head.
+        armDeadline(context: context)
+        context.fireChannelActive()
+    }
+
+    func handlerAdded(context: ChannelHandlerContext) {
+        if context.channel.isActive { armDeadline(context: context) }
+    }
+
+    func channelInactive(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        deadline = nil
+        context.fireChannelInactive()
+    }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        switch phase {
+        case .passthrough:
+            context.fireChannelRead(data)
+            return
+        case .refused:
+            return
+        case .head, .body:
+            break
+        }
+        let buffer = unwrapInboundIn(data)
+        var out = context.channel.allocator.buffer(capacity: buffer.readableBytes)
+        var refusal: APIError?
+        buffer.withUnsafeReadableBytes { bytes in
+            var i = 0
+            while i < bytes.count, refusal == nil {
+                switch phase {
+                case .passthrough:
+                    out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[i...]))
+                    i = bytes.count
+                case .refused:
+                    i = bytes.count
+                case .body(let remaining):
+                    let n = min(remaining, bytes.count - i)
+                    out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[i..<(i + n)]))
+                    i += n
+                    phase = remaining == n ? .head : .body(remaining: remaining - n)
+                case .head:
+                    if pending.isEmpty && deadline == nil { armDeadline(context: context) }
+                    while i < bytes.count {
+                        pending.append(bytes[i])
+                        i += 1
+                        if pending.count > headLimit {
+                            refusal = .headersTooLarge
+                            break
+                        }
+                        if pending.count >= 4, pending[pending.count - 1] == 0x0A, pending[pending.count - 2] == 0x0D,
+                            pending[pending.count - 3] == 0x0A, pending[pending.count - 4] == 0x0D
+                        {
+                            refusal = completeHead(into: &out)
+                            break
+                        }
+                    }
+                }
+            }
+        }
+        if out.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(out)) }
+        if let refusal { refuse(refusal, context: context) }
+    }
+
+    /// Checks the head held in `pending` and, if it passes, writes it (rewritten if need be) to
+    /// `out` and moves on to its body. Returns the refusal otherwise.
+    private func completeHead(into out: inout ByteBuffer) -> APIError? {
+        deadline?.cancel()
+        deadline = nil
+        let checked = pending.withUnsafeBytes { raw in
+            Result { () throws(HTTPRequestHead.Refusal) in
+                try HTTPRequestHead(parsing: raw, maxBodyBytes: ServerConfiguration.maxBodyBytes)
+            }
+        }
+        let head: HTTPRequestHead
+        switch checked {
+        case .success(let h): head = h
+        case .failure(let r): return APIError(.init(code: r.status), r.code, r.message)
+        }
+        if head.closesAfterResponse || head.body == .chunked {
+            // Hummingbird closes after a response to a request that says `Connection: close`.
+            out.writeBytes(pending[0..<(pending.count - 2)])
+            out.writeString("connection: close\r\n\r\n")
+        } else {
+            out.writeBytes(pending)
+        }
+        pending.removeAll(keepingCapacity: true)
+        switch head.body {
+        case _ where head.isUpgrade: phase = .passthrough(upgraded: true)
+        case .chunked: phase = .passthrough(upgraded: false)
+        case .length(let n): phase = .body(remaining: n)
+        case .none: phase = .head
+        }
+        return nil
+    }
+
+    private func armDeadline(context: ChannelHandlerContext) {
+        deadline?.cancel()
+        let loopBound = NIOLoopBound((self, context), eventLoop: context.eventLoop)
+        deadline = context.eventLoop.scheduleTask(in: .seconds(headSeconds)) {
+            let (guardHandler, context) = loopBound.value
+            guardHandler.deadline = nil
+            guard case .head = guardHandler.phase else { return }
+            guardHandler.refuse(.requestTimeout, context: context)
+        }
+    }
+
+    /// A request NIO's parser could not read (past the guard's checks: a malformed chunked body).
+    /// After an upgrade the errors are the WebSocket's, not HTTP's.
+    func parseFailed(context: ChannelHandlerContext) {
+        if case .passthrough(upgraded: true) = phase { return }
+        refuse(.badRequest("invalid_request", "the request could not be parsed as HTTP/1.1"), context: context)
+    }
+
+    /// Writes the refusal with its JSON body and closes; nothing more is read.
+    func refuse(_ error: APIError, context: ChannelHandlerContext) {
+        if case .refused = phase { return }
+        phase = .refused
+        deadline?.cancel()
+        deadline = nil
+        let body = error.body
+        let response =
+            "HTTP/1.1 \(error.status.code) \(error.status.reasonPhrase)\r\n"
+            + "content-type: application/json\r\ncontent-length: \(body.utf8.count)\r\nconnection: close\r\n\r\n" + body
+        let channel = context.channel
+        context.writeAndFlush(NIOAny(channel.allocator.buffer(string: response))).whenComplete { _ in
+            channel.close(promise: nil)
+        }
+    }
+}
+
+/// Sits after NIO's HTTP decoder, where its errors arrive (Hummingbird turns off NIO's own error
+/// handling and answers none of them): has the connection's `RequestGuard` answer 400 and close.
+final class ParseErrorWatcher: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+    // SAFETY: used only on its channel's event loop.
+    typealias InboundIn = NIOAny
+
+    func errorCaught(context: ChannelHandlerContext, error: any Error) {
+        guard let requestGuard = try? context.pipeline.syncOperations.handler(type: RequestGuard.self),
+            let guardContext = try? context.pipeline.syncOperations.context(handlerType: RequestGuard.self)
+        else {
+            context.fireErrorCaught(error)
+            return
+        }
+        requestGuard.parseFailed(context: guardContext)
+        context.fireErrorCaught(error)
+    }
+}
+
+/// A child channel that puts `RequestGuard` in front of another child channel's pipeline, and
+/// `ParseErrorWatcher` behind the HTTP decoder it sets up.
+struct GuardedChannel<Base: ServerChildChannel>: ServerChildChannel {
+    typealias Value = Base.Value
+    let base: Base
+
+    func setup(channel: any Channel, logger: Logger) -> EventLoopFuture<Value> {
+        channel.eventLoop.makeCompletedFuture {
+            // Appended: behind TLS when a TLS channel has set up its handler first.
+            try channel.pipeline.syncOperations.addHandler(RequestGuard())
+        }.flatMap {
+            base.setup(channel: channel, logger: logger)
+        }.flatMapThrowing { value in
+            try channel.pipeline.syncOperations.addHandler(ParseErrorWatcher())
+            return value
+        }
+    }
+
+    func handle(value: Value, logger: Logger) async {
+        await base.handle(value: value, logger: logger)
+    }
+}
+
+extension GuardedChannel: HTTPChannelHandler where Base: HTTPChannelHandler {
+    var responder: HTTPChannelHandler.Responder { base.responder }
+}
