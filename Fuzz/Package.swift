@@ -22,6 +22,7 @@ let package = Package(
         fuzzTarget("FuzzClientMessage", ["ChamadeWire"]),
         fuzzTarget("FuzzBase64Audio", ["ChamadeWire"]),
         fuzzTarget("FuzzHTTPHead", ["ChamadeWire"]),
+        fuzzTarget("FuzzWebSocketFrames", ["ChamadeWire"]),
         fuzzTarget("FuzzPCMStream", ["ChamadeCore"]),
         fuzzTarget("FuzzRTP", ["ChamadeCore"]),
         fuzzTarget("FuzzJitterBuffer", ["ChamadeCore"]),

@@ -11,7 +11,7 @@ seconds=${1:-30}
 shift || true
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(FuzzClientMessage FuzzBase64Audio FuzzHTTPHead FuzzPCMStream FuzzRTP FuzzJitterBuffer FuzzTelephoneEvent
+    targets=(FuzzClientMessage FuzzBase64Audio FuzzHTTPHead FuzzWebSocketFrames FuzzPCMStream FuzzRTP FuzzJitterBuffer FuzzTelephoneEvent
         FuzzSDP FuzzMeetingURL FuzzWAV)
 fi
 # SwiftPM's `--sanitize fuzzer` links libFuzzer but does not instrument Swift code for coverage: the

@@ -17,28 +17,39 @@ import NIOCore
 ///   after its first byte, 400 / 413 / 501 / 505 as the check decides;
 /// - a body announced by `Content-Length` is passed through as it is; after a chunked request, or
 ///   an HTTP/1.0 one without keep-alive, the connection closes once answered (`Connection: close`
-///   is added to the head Hummingbird sees); after an upgrade the guard steps aside.
+///   is added to the head Hummingbird sees);
+/// - after a WebSocket handshake, every frame header is checked by `ClientFrameChecker`
+///   (ChamadeWire): masking, opcodes, fragments and sizes (SPEC §9), 1002 / 1009 and close.
 /// What still trips NIO's parser (a malformed chunked body) reaches `ParseErrorWatcher`, which has
 /// the guard answer 400.
-final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler, @unchecked Sendable {
+final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler, @unchecked Sendable {
     // SAFETY: used only on its channel's event loop.
     typealias InboundIn = ByteBuffer
     typealias InboundOut = ByteBuffer
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
 
     enum Phase {
         /// Between requests, or inside a head (its bytes so far).
         case head
         /// Inside a body with this many bytes left.
         case body(remaining: Int)
-        /// Not framing any more: after an upgrade (the bytes are WebSocket frames), or inside a
-        /// chunked body, which NIO frames (the connection closes after its response).
-        case passthrough(upgraded: Bool)
+        /// After a WebSocket handshake: the bytes are frames, followed by `ClientFrameChecker`.
+        case webSocket
+        /// Inside a chunked body, which NIO frames (the connection closes after its response).
+        case chunked
         /// Refused: everything further is dropped.
         case refused
     }
 
     private var phase = Phase.head
     private var pending: [UInt8] = []
+    private var frames = ClientFrameChecker(maxMessageBytes: ServerConfiguration.maxMessageBytes)
+    private var webSocketViolation: ClientFrameChecker.Violation?
+    /// A handshake went on and its answer (101, or a refusal) has not been written yet: a frame
+    /// violation found meanwhile waits for it, so the client reads the 101 before the close frame.
+    private var awaitingHandshakeAnswer = false
+    private var deferredViolation: ClientFrameChecker.Violation?
     private var deadline: Scheduled<Void>?
     let headLimit: Int
     let headSeconds: Int64
@@ -65,24 +76,40 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler, @unche
     }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let buffer = unwrapInboundIn(data)
         switch phase {
-        case .passthrough:
+        case .chunked:
             context.fireChannelRead(data)
+            return
+        case .webSocket:
+            if let violation = buffer.withUnsafeReadableBytes({ frames.consume($0) }) {
+                closeWebSocket(violation, context: context)
+            } else {
+                context.fireChannelRead(data)
+            }
             return
         case .refused:
             return
         case .head, .body:
             break
         }
-        let buffer = unwrapInboundIn(data)
         var out = context.channel.allocator.buffer(capacity: buffer.readableBytes)
         var refusal: APIError?
         buffer.withUnsafeReadableBytes { bytes in
             var i = 0
             while i < bytes.count, refusal == nil {
                 switch phase {
-                case .passthrough:
+                case .chunked:
                     out.writeBytes(UnsafeRawBufferPointer(rebasing: bytes[i...]))
+                    i = bytes.count
+                case .webSocket:
+                    // Frames sent in the same packet as the handshake are checked like the rest.
+                    let rest = UnsafeRawBufferPointer(rebasing: bytes[i...])
+                    if let violation = frames.consume(rest) {
+                        webSocketViolation = violation
+                    } else {
+                        out.writeBytes(rest)
+                    }
                     i = bytes.count
                 case .refused:
                     i = bytes.count
@@ -96,6 +123,10 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler, @unche
                     while i < bytes.count {
                         pending.append(bytes[i])
                         i += 1
+                        if bytes[i - 1] == 0x0A, pending.count < 2 || pending[pending.count - 2] != 0x0D {
+                            refusal = .badRequest("invalid_request", "a line ends in a bare LF: HTTP lines end in CRLF")
+                            break
+                        }
                         if pending.count > headLimit {
                             refusal = .headersTooLarge
                             break
@@ -112,6 +143,7 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler, @unche
         }
         if out.readableBytes > 0 { context.fireChannelRead(wrapInboundOut(out)) }
         if let refusal { refuse(refusal, context: context) }
+        if let violation = webSocketViolation { closeWebSocket(violation, context: context) }
     }
 
     /// Checks the head held in `pending` and, if it passes, writes it (rewritten if need be) to
@@ -138,8 +170,10 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler, @unche
         }
         pending.removeAll(keepingCapacity: true)
         switch head.body {
-        case _ where head.isUpgrade: phase = .passthrough(upgraded: true)
-        case .chunked: phase = .passthrough(upgraded: false)
+        case _ where head.isUpgrade:
+            phase = .webSocket
+            awaitingHandshakeAnswer = true
+        case .chunked: phase = .chunked
         case .length(let n): phase = .body(remaining: n)
         case .none: phase = .head
         }
@@ -160,8 +194,52 @@ final class RequestGuard: ChannelInboundHandler, RemovableChannelHandler, @unche
     /// A request NIO's parser could not read (past the guard's checks: a malformed chunked body).
     /// After an upgrade the errors are the WebSocket's, not HTTP's.
     func parseFailed(context: ChannelHandlerContext) {
-        if case .passthrough(upgraded: true) = phase { return }
+        if case .webSocket = phase { return }
         refuse(.badRequest("invalid_request", "the request could not be parsed as HTTP/1.1"), context: context)
+    }
+
+    /// Sends the close frame a frame violation calls for (server frames are unmasked), then closes;
+    /// nothing more is read. Written from here, in front of the WebSocket encoder: a whole frame
+    /// between the encoder's, on the event loop.
+    private func closeWebSocket(_ violation: ClientFrameChecker.Violation, context: ChannelHandlerContext) {
+        phase = .refused
+        if awaitingHandshakeAnswer {
+            deferredViolation = violation
+            return
+        }
+        writeClose(violation, context: context)
+    }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        guard awaitingHandshakeAnswer else {
+            context.write(data, promise: promise)
+            return
+        }
+        awaitingHandshakeAnswer = false
+        guard let violation = deferredViolation else {
+            context.write(data, promise: promise)
+            return
+        }
+        let upgraded = unwrapOutboundIn(data).readableBytesView.starts(with: "HTTP/1.1 101".utf8)
+        context.write(data, promise: promise)
+        if upgraded {
+            writeClose(violation, context: context)
+        } else {
+            let channel = context.channel
+            context.flush()
+            channel.close(promise: nil)
+        }
+    }
+
+    private func writeClose(_ violation: ClientFrameChecker.Violation, context: ChannelHandlerContext) {
+        let reason = Array(violation.reason.utf8.prefix(123))
+        var frame = context.channel.allocator.buffer(capacity: 4 + reason.count)
+        frame.writeInteger(UInt8(0x88))
+        frame.writeInteger(UInt8(2 + reason.count))
+        frame.writeInteger(violation.code)
+        frame.writeBytes(reason)
+        let channel = context.channel
+        context.writeAndFlush(wrapOutboundOut(frame)).whenComplete { _ in channel.close(promise: nil) }
     }
 
     /// Writes the refusal with its JSON body and closes; nothing more is read.

@@ -41,11 +41,14 @@ struct WebSocketRoutes: Sendable {
         } onUpgrade: { inbound, outbound, context in
             await core.runEvents(channel: context.requestContext.channel, inbound: inbound, outbound: outbound)
         }
-        // Any other path: 404 with the JSON body, like the API's unknown paths.
-        router.ws("**") { request, context in
-            UpgradeRejection.record(.notFound("no WebSocket at \(request.uri.path)"), for: context.channel)
-            return .dontUpgrade
-        } onUpgrade: { _, _, _ in }
+        // Any other path: 404 with the JSON body, like the API's unknown paths. The router's trie does
+        // not fall back to a root `**` from inside `/api` or a call, so each level has its own.
+        for pattern in ["**", "/api/**", "/api/call/:id/**"] {
+            router.ws(RouterPath(pattern)) { request, context in
+                UpgradeRejection.record(.notFound("no WebSocket at \(request.uri.path)"), for: context.channel)
+                return .dontUpgrade
+            } onUpgrade: { _, _, _ in }
+        }
         return router
     }
 }
@@ -85,7 +88,7 @@ extension ServerCore {
             return
         }
         outbox.sizeBuffers(forFrameBytes: participant.sampleRate.blockByteCount)
-        await guardFrames(channel: channel, outbox: outbox)
+        try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
         let session = Session(call: call, participant: participant, outbox: outbox, store: store, speech: speech)
         // The opening state is queued under the call's lock, as the session joins: a change
         // broadcast to the call's sessions (connecting → active) cannot overtake it.
@@ -130,21 +133,11 @@ extension ServerCore {
         guard let subscription = pendingSubscriptions.withLockedValue({ $0.removeValue(forKey: ObjectIdentifier(channel)) })
         else { return }
         let outbox = Outbox(channel: channel, counters: counters)
-        await guardFrames(channel: channel, outbox: outbox)
+        try? await channel.pipeline.addHandler(WritabilityHandler(outbox: outbox), position: .first).get()
         subscription.attach(outbox)
         await serve(outbox: outbox, channel: channel, inbound: inbound, outbound: outbound) { _ in }
     }
 
-    /// Puts the upgraded connection's own handlers in: the outbox's writability watch, and the
-    /// frame checks right behind the frame decoder.
-    private func guardFrames(channel: any Channel, outbox: Outbox) async {
-        try? await channel.eventLoop.submit {
-            let sync = channel.pipeline.syncOperations
-            try sync.addHandler(WritabilityHandler(outbox: outbox), position: .first)
-            let decoder = try sync.handler(type: ByteToMessageHandler<WebSocketFrameDecoder>.self)
-            try sync.addHandler(WebSocketFrameGuard(), position: .after(decoder))
-        }.get()
-    }
 
     /// Reads messages until the connection ends, while a second task closes the socket when its
     /// outbox asks (call ended, or a client that does not read its replies). A close that cannot

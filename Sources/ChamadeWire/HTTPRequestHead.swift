@@ -14,7 +14,7 @@ public struct HTTPRequestHead: Sendable, Equatable {
 
     public var method: String
     public var body: Body
-    /// The request asks to switch protocols (`Upgrade:`): after it, the bytes are not HTTP.
+    /// A WebSocket handshake (`Upgrade: websocket`, checked): after it, the bytes are frames.
     public var isUpgrade: Bool
     /// HTTP/1.0 without `Connection: keep-alive`: the connection closes after the response.
     public var closesAfterResponse: Bool
@@ -90,6 +90,8 @@ public struct HTTPRequestHead: Sendable, Equatable {
         var transferEncodings: [Substring] = []
         var connection: [Substring] = []
         var upgrade = false
+        var webSocketKeys: [Substring] = []
+        var webSocketVersion: Substring?
         for line in lines.dropFirst() {
             let bytes = UnsafeRawBufferPointer(rebasing: head[line])
             guard let first = bytes.first else { throw .bad("an empty header line") }
@@ -119,12 +121,24 @@ public struct HTTPRequestHead: Sendable, Equatable {
                 transferEncodings += value.split(separator: ",").map { $0.trimmingWhitespace() }
             case "connection":
                 connection += value.lowercased().split(separator: ",").map { $0.trimmingWhitespace() }
-            case "upgrade": upgrade = true
+            case "upgrade": upgrade = upgrade || value.lowercased().split(separator: ",").contains { $0.trimmingWhitespace() == "websocket" }
+            case "sec-websocket-key": webSocketKeys.append(value)
+            case "sec-websocket-version": webSocketVersion = value
             default: break
             }
         }
         if !http10 {
             guard hosts == 1 else { throw .bad(hosts == 0 ? "an HTTP/1.1 request needs a Host header" : "more than one Host header") }
+        }
+        if upgrade {
+            // RFC 6455 §4.2.1: GET, a key of 16 base64-encoded bytes, version 13.
+            guard method == "GET", webSocketKeys.count == 1, webSocketKeys[0].utf8.count == 24, webSocketKeys[0].hasSuffix("=="),
+                webSocketKeys[0].utf8.dropLast(2).allSatisfy(Self.isBase64Byte), webSocketVersion == "13"
+            else {
+                throw Refusal(
+                    400, "invalid_websocket_handshake",
+                    "a WebSocket handshake is a GET with one Sec-WebSocket-Key (16 bytes, base64) and Sec-WebSocket-Version: 13")
+            }
         }
         var body = Body.none
         if !transferEncodings.isEmpty {
@@ -144,6 +158,10 @@ public struct HTTPRequestHead: Sendable, Equatable {
     }
 
     static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }
+
+    static func isBase64Byte(_ b: UInt8) -> Bool {
+        (b >= 0x41 && b <= 0x5A) || (b >= 0x61 && b <= 0x7A) || isDigit(b) || b == 0x2B || b == 0x2F
+    }
 
     /// RFC 9110 tchar.
     static func isTokenByte(_ b: UInt8) -> Bool {

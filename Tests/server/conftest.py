@@ -83,7 +83,18 @@ class Server:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.check_sanitizers()
         return self.proc.returncode
+
+    def check_sanitizers(self):
+        """A server built with a sanitizer (`make test-asan`, `make test-tsan`) reports on its
+        output: any report fails the test that ran it, with the report."""
+        time.sleep(0.1)  # the drain thread reads what the process wrote last
+        reports = [i for i, l in enumerate(self.lines)
+                   if "ERROR: AddressSanitizer" in l or "WARNING: ThreadSanitizer" in l
+                   or "runtime error:" in l or "ERROR: LeakSanitizer" in l]
+        if reports:
+            raise AssertionError("sanitizer report from the server:\n" + "\n".join(self.lines[reports[0]:reports[0] + 60]))
 
 
 @pytest.fixture(scope="module")
