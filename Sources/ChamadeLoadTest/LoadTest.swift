@@ -250,9 +250,12 @@ public enum LoadTest {
 
     static func request(_ o: Options, _ method: String, _ path: String, body: [String: Any]? = nil) async throws -> (Int, Data) {
         guard let url = URL(string: o.url + path) else { throw Failure.http("bad URL \(o.url)") }
-        var r = URLRequest(url: url)
+        var r = URLRequest(url: url, timeoutInterval: 30)
         r.httpMethod = method
         r.setValue(o.apiKey, forHTTPHeaderField: "X-API-Key")
+        // One connection per request: a pool of idle keep-alive connections would sit in the
+        // server's descriptor count, which a soak compares with its baseline.
+        r.setValue("close", forHTTPHeaderField: "Connection")
         if let body {
             r.httpBody = try JSONSerialization.data(withJSONObject: body)
             r.setValue("application/json", forHTTPHeaderField: "Content-Type")
@@ -276,6 +279,18 @@ public enum LoadTest {
     /// Frames the server dropped, engine-side and socket-side.
     static func dropped(_ m: [String: Int]) -> Int {
         m["chamade_engine_dropped_blocks_total", default: 0] + m["chamade_socket_dropped_frames_total", default: 0]
+    }
+
+    /// Every unlabelled sample of `/metrics`, as numbers (gauges may be fractional).
+    static func metricValues(_ o: Options) async throws -> [String: Double] {
+        let (status, data) = try await request(o, "GET", "/metrics")
+        guard status == 200 else { throw Failure.http("GET /metrics answered \(status)") }
+        var out: [String: Double] = [:]
+        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
+            let parts = line.split(separator: " ")
+            if parts.count == 2, let v = Double(parts[1]) { out[String(parts[0])] = v }
+        }
+        return out
     }
 
     static func metrics(_ o: Options) async throws -> [String: Int] {

@@ -5,6 +5,8 @@ import Hummingbird
 import HummingbirdCore
 import Logging
 import NIOCore
+import enum NIOHTTP1.HTTPParserError
+import struct NIOWebSocket.NIOWebSocketUpgradeError
 
 /// The first handler of every connection (after TLS): it reads the raw bytes, holds each request
 /// head until it is complete and checked, and answers every malformed one itself (SPEC §9).
@@ -161,8 +163,9 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler, @unchec
         case .success(let h): head = h
         case .failure(let r): return APIError(.init(code: r.status), r.code, r.message)
         }
-        if head.closesAfterResponse || head.body == .chunked {
-            // Hummingbird closes after a response to a request that says `Connection: close`.
+        if (head.closesAfterResponse || head.body == .chunked) && !head.asksToClose {
+            // Hummingbird closes after a response to a request that says `Connection: close` (once:
+            // a second Connection header would read "close, close", which it does not take).
             out.writeBytes(pending[0..<(pending.count - 2)])
             out.writeString("connection: close\r\n\r\n")
         } else {
@@ -266,7 +269,10 @@ final class ParseErrorWatcher: ChannelInboundHandler, RemovableChannelHandler, @
     typealias InboundIn = NIOAny
 
     func errorCaught(context: ChannelHandlerContext, error: any Error) {
-        guard let requestGuard = try? context.pipeline.syncOperations.handler(type: RequestGuard.self),
+        // Only the parser's errors and a handshake NIO refused: an I/O error is not the client's
+        // request, and after an upgrade the errors are the WebSocket's.
+        guard error is HTTPParserError || error is NIOWebSocketUpgradeError,
+            let requestGuard = try? context.pipeline.syncOperations.handler(type: RequestGuard.self),
             let guardContext = try? context.pipeline.syncOperations.context(handlerType: RequestGuard.self)
         else {
             context.fireErrorCaught(error)

@@ -28,6 +28,7 @@ final class ServerMetrics: Sendable {
         var recognizers, transcribedTalkers, recognizerLag, firstAudio: CoreMetrics.Gauge
         var counters: [String: CoreMetrics.Counter]
         var tickTime: CoreMetrics.Timer
+        var resident, threads, fds, cpu: CoreMetrics.Gauge
     }
     private let instruments: Instruments
     /// The SIP families (SPEC §6), when SIP is on: dialogs and registrations by state (gauges),
@@ -65,7 +66,12 @@ final class ServerMetrics: Sendable {
             recognizerLag: CoreMetrics.Gauge(label: "chamade_stt_lag_ms", factory: factory),
             firstAudio: CoreMetrics.Gauge(label: "chamade_tts_first_audio_seconds", factory: factory),
             counters: counters,
-            tickTime: CoreMetrics.Timer(label: "chamade_tick_seconds", factory: factory))
+            tickTime: CoreMetrics.Timer(label: "chamade_tick_seconds", factory: factory),
+            resident: CoreMetrics.Gauge(label: "process_resident_memory_bytes", factory: factory),
+            threads: CoreMetrics.Gauge(label: "process_threads", factory: factory),
+            fds: CoreMetrics.Gauge(label: "process_open_fds", factory: factory),
+            // A gauge, not a counter: swift-metrics counters take integers, and this is seconds.
+            cpu: CoreMetrics.Gauge(label: "process_cpu_seconds_total", factory: factory))
         guard sip else {
             sipInstruments = nil
             return
@@ -143,6 +149,12 @@ final class ServerMetrics: Sendable {
             }
             if let sip = sipInstruments, let gateway = store.sip { update(sip, from: gateway, store: store, last: &last) }
             engine.drainTickTimes { instruments.tickTime.recordNanoseconds($0) }
+            if let p = ProcessStatistics.current() {
+                instruments.resident.record(p.residentBytes)
+                instruments.threads.record(p.threads)
+                instruments.fds.record(p.openFileDescriptors)
+                instruments.cpu.record(p.cpuSeconds)
+            }
         }
         return registry.emitToString()
     }

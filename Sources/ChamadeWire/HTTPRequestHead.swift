@@ -16,8 +16,11 @@ public struct HTTPRequestHead: Sendable, Equatable {
     public var body: Body
     /// A WebSocket handshake (`Upgrade: websocket`, checked): after it, the bytes are frames.
     public var isUpgrade: Bool
-    /// HTTP/1.0 without `Connection: keep-alive`: the connection closes after the response.
+    /// HTTP/1.0 without `Connection: keep-alive`, or `Connection: close`: the connection closes
+    /// after the response.
     public var closesAfterResponse: Bool
+    /// The head says `Connection: close` itself.
+    public var asksToClose: Bool
 
     /// Why a head was refused: the status and the contract's error code and words.
     public struct Refusal: Error, Sendable, Equatable {
@@ -154,7 +157,8 @@ public struct HTTPRequestHead: Sendable, Equatable {
         self.method = method
         self.body = body
         self.isUpgrade = upgrade
-        self.closesAfterResponse = (http10 && !connection.contains("keep-alive")) || connection.contains("close")
+        self.asksToClose = connection.contains("close")
+        self.closesAfterResponse = (http10 && !connection.contains("keep-alive")) || asksToClose
     }
 
     static func isDigit(_ b: UInt8) -> Bool { b >= 0x30 && b <= 0x39 }

@@ -307,11 +307,17 @@ struct LoadTestCommand: AsyncParsableCommand {
     var platform: String = "discord"
     @Option(name: .customLong("meeting-url"), help: "The rooms' meeting URL, {room} replaced by the room's index (e.g. sip:echo{room}@127.0.0.1:5070 with an echoing peer).")
     var meetingURL: String?
+    @Option(name: .long, help: "Soak for SECONDS instead: agents join and leave all the time (see --churn); the server's footprint is sampled every 10 s.")
+    var soak: Double?
+    @Option(name: .long, help: "With --soak: agents replaced per minute.")
+    var churn: Int = 60
     @Flag(name: .long, help: "Print one JSON object instead of text.")
     var json = false
 
     func validate() throws {
         guard agents >= 1, rooms >= 1, rooms <= agents else { throw ValidationError("need --agents ≥ --rooms ≥ 1") }
+        if let soak { guard soak >= 20 else { throw ValidationError("--soak needs at least 20 seconds") } }
+        guard churn >= 0 else { throw ValidationError("--churn must be 0 or more") }
         guard SampleRate.isSupported(rate) else { throw ValidationError("--rate \(rate): unsupported sample rate") }
         guard seconds > 0 else { throw ValidationError("--seconds must be positive") }
     }
@@ -322,6 +328,12 @@ struct LoadTestCommand: AsyncParsableCommand {
         let options = LoadTest.Options(
             url: url, apiKey: key, agents: agents, rooms: rooms, rate: try SampleRate(hertz: rate), seconds: seconds,
             platform: platform, meetingURL: meetingURL)
+        if let soak {
+            var base = options
+            base.seconds = soak
+            try await runSoak(Soak.Options(base: base, churnPerMinute: churn))
+            return
+        }
         let report: LoadTest.Report
         do {
             report = try await LoadTest.run(options) { line in
@@ -341,6 +353,30 @@ struct LoadTestCommand: AsyncParsableCommand {
         print("frames expected \(r.frames_expected), received \(r.frames_received), lost \(r.frames_lost)")
         print("agent → agent latency ms: p50 \(String(format: "%.1f", r.latency_ms.p50))  p99 \(String(format: "%.1f", r.latency_ms.p99))  max \(String(format: "%.1f", r.latency_ms.max)) (\(r.clicks_detected) of the clicks heard)")
         print("server late ticks \(r.server_late_ticks.map(String.init) ?? "?"), frames dropped \(r.server_frames_dropped.map(String.init) ?? "?"), connect failures \(r.connect_failures)")
+    }
+
+    func runSoak(_ options: Soak.Options) async throws {
+        let r: Soak.Report
+        do {
+            r = try await Soak.run(options) { line in
+                if !json { FileHandle.standardError.write(Data((line + "\n").utf8)) }
+            }
+        } catch {
+            throw RunFailure(description: "\(error)")
+        }
+        if json {
+            let encoder = JSONEncoder()
+            encoder.outputFormatting = [.sortedKeys]
+            print(String(decoding: try encoder.encode(r), as: UTF8.self))
+            return
+        }
+        let f = { (v: Double) in String(format: "%.1f", v) }
+        print("soak: \(r.agents) agents in \(r.rooms) rooms for \(r.seconds) s, \(r.churn_per_minute) replaced a minute: \(r.calls_created) calls, \(r.connect_failures) failures")
+        print("well-behaved frames expected \(r.frames_expected), received \(r.frames_received), lost \(r.frames_lost); slow readers got \(r.slow_reader_frames_received)")
+        print("marks \(r.marks_answered)/\(r.marks_sent) answered, clears \(r.clears_answered)/\(r.clears_sent)")
+        print("late ticks \(r.late_ticks); latency p99 first minute \(f(r.latency_p99_first_minute_ms)) ms, last minute \(f(r.latency_p99_last_minute_ms)) ms")
+        print("RSS after warm-up \(f(r.rss_after_warmup_mb)) MB, drift \(f(r.rss_drift_percent)) %")
+        print("baseline: RSS \(f(r.baseline.rss_mb)) MB, \(r.baseline.threads) threads, \(r.baseline.fds) fds; at the end: RSS \(f(r.final.rss_mb)) MB, \(r.final.threads) threads, \(r.final.fds) fds")
     }
 }
 

@@ -136,3 +136,15 @@ def test_account_health_metrics(server):
         assert name in m, name
     ticks = int([l for l in m.splitlines() if l.startswith("chamade_ticks_total")][0].split()[1])
     assert ticks > 0
+
+
+def test_process_metrics_match_proc(server):
+    """The process_* gauges a soak watches are the process's own, as /proc gives them."""
+    rss, threads, fds = server.rss_mb(), server.threads(), server.fds()
+    m = api(server, "GET", "/metrics").text
+    value = {l.split()[0]: float(l.split()[1]) for l in m.splitlines() if l.startswith("process_")}
+    assert abs(value["process_resident_memory_bytes"] / 2**20 - rss) <= 0.1 * rss, (value, rss)
+    # The scrape's own connection and handler threads may come and go between the two readings.
+    assert abs(value["process_threads"] - threads) <= 2, (value, threads)
+    assert abs(value["process_open_fds"] - fds) <= 2, (value, fds)
+    assert value["process_cpu_seconds_total"] > 0
