@@ -56,6 +56,8 @@ public enum Soak {
         public var frames_received: Int
         public var frames_lost: Int
         public var slow_reader_frames_received: Int
+        /// Slow readers the server closed (they could not answer its pings in time).
+        public var slow_readers_closed: Int
         public var marks_sent: Int
         public var marks_answered: Int
         public var clears_sent: Int
@@ -126,7 +128,7 @@ public enum Soak {
     final class Tally: @unchecked Sendable {
         // SAFETY: every field is behind `lock`.
         let lock = NSLock()
-        var expected = 0, received = 0, slowReceived = 0
+        var expected = 0, received = 0, slowReceived = 0, slowReadersClosed = 0
         var marksSent = 0, marksAnswered = 0, clearsSent = 0, clearsAnswered = 0
         var calls = 0, connectFailures = 0
         /// The first few failures, in words, for the report.
@@ -184,8 +186,13 @@ public enum Soak {
             }
             for await s in group { samples += s }
         }
-        // Everything ended: give the server a moment to close sockets and free what it holds.
-        try? await Task.sleep(nanoseconds: 3_000_000_000)
+        // Everything ended: once the server counts no call, give it a few seconds to close sockets
+        // and give back what it held (SPEC §9: the idle footprint again).
+        for _ in 0..<30 {
+            if let m = try? await LoadTest.metricValues(b), (m["chamade_calls"] ?? 1) == 0 { break }
+            try? await Task.sleep(nanoseconds: 1_000_000_000)
+        }
+        try? await Task.sleep(nanoseconds: 5_000_000_000)
         let final = footprint(try await LoadTest.metricValues(b))
         return report(o, samples: samples, tally: tally, baseline: baseline, final: final)
     }
@@ -267,6 +274,7 @@ public enum Soak {
                 calls_created: tally.calls, connect_failures: tally.connectFailures, failures: tally.failureSamples,
                 frames_expected: tally.expected, frames_received: tally.received,
                 frames_lost: max(0, tally.expected - tally.received), slow_reader_frames_received: tally.slowReceived,
+                slow_readers_closed: tally.slowReadersClosed,
                 marks_sent: tally.marksSent, marks_answered: tally.marksAnswered,
                 clears_sent: tally.clearsSent, clears_answered: tally.clearsAnswered,
                 late_ticks: samples.last?.late_ticks ?? 0,
@@ -357,8 +365,13 @@ public enum Soak {
             }
         } catch {
             tally.lock.withLock {
-                tally.connectFailures += 1
-                if tally.failureSamples.count < 5 { tally.failureSamples.append("\(kind) life \(life): \(error)") }
+                if kind == .slowReader {
+                    // Too slow to answer the server's ping in time: closed by the server, as meant.
+                    tally.slowReadersClosed += 1
+                } else {
+                    tally.connectFailures += 1
+                    if tally.failureSamples.count < 5 { tally.failureSamples.append("\(kind) life \(life): \(error)") }
+                }
             }
         }
         try? await LoadTest.deleteCall(b, call)

@@ -32,9 +32,9 @@ public struct HTTPRequestHead: Sendable, Equatable {
         static func bad(_ message: String) -> Refusal { Refusal(400, "invalid_request", message) }
     }
 
-    /// The methods the API routes; any other is 501 (405 is for a routed method on a path that
-    /// does not take it, which the router decides).
-    public static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"]
+    /// The methods of HTTP (RFC 9110 and PATCH); any other is 501. Which of them a path takes is the
+    /// router's to say (405 with `Allow`).
+    public static let methods: Set<String> = ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "CONNECT"]
 
     /// Checks `head`: the request line and the header lines, each ending in CRLF, then the empty
     /// line (CRLF CRLF included).

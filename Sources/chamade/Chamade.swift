@@ -372,7 +372,7 @@ struct LoadTestCommand: AsyncParsableCommand {
         }
         let f = { (v: Double) in String(format: "%.1f", v) }
         print("soak: \(r.agents) agents in \(r.rooms) rooms for \(r.seconds) s, \(r.churn_per_minute) replaced a minute: \(r.calls_created) calls, \(r.connect_failures) failures")
-        print("well-behaved frames expected \(r.frames_expected), received \(r.frames_received), lost \(r.frames_lost); slow readers got \(r.slow_reader_frames_received)")
+        print("well-behaved frames expected \(r.frames_expected), received \(r.frames_received), lost \(r.frames_lost); slow readers got \(r.slow_reader_frames_received), \(r.slow_readers_closed) closed by the server")
         print("marks \(r.marks_answered)/\(r.marks_sent) answered, clears \(r.clears_answered)/\(r.clears_sent)")
         print("late ticks \(r.late_ticks); latency p99 first minute \(f(r.latency_p99_first_minute_ms)) ms, last minute \(f(r.latency_p99_last_minute_ms)) ms")
         print("RSS after warm-up \(f(r.rss_after_warmup_mb)) MB, drift \(f(r.rss_drift_percent)) %")
