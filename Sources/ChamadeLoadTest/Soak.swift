@@ -49,6 +49,8 @@ public enum Soak {
         public var churn_per_minute: Int
         public var calls_created: Int
         public var connect_failures: Int
+        /// Creates that got no answer in 30 s and were retried once (then counted in `calls_created`).
+        public var create_retries: Int
         public var failures: [String]
         /// Frames of well-behaved agents (native, resampled, marks and clears): expected from the
         /// first frame each heard to its last, against what it received.
@@ -65,10 +67,13 @@ public enum Soak {
         public var late_ticks: Int
         public var latency_p99_first_minute_ms: Double
         public var latency_p99_last_minute_ms: Double
-        /// RSS after the warm-up (the first minute, or a quarter of a shorter run) and its largest
-        /// departure from it, in percent, over the samples before the agents leave.
+        /// RSS after the warm-up (the first minute, or a quarter of a shorter run). Drift: the mean
+        /// of the second half of the steady samples against the first half's, in percent (a trend,
+        /// what a leak makes). Swing: the largest departure of one sample from the first, which
+        /// calls coming and going make without any trend.
         public var rss_after_warmup_mb: Double
         public var rss_drift_percent: Double
+        public var rss_swing_percent: Double
         public var baseline: Footprint
         public var final: Footprint
         public var samples: [Sample]
@@ -130,7 +135,7 @@ public enum Soak {
         let lock = NSLock()
         var expected = 0, received = 0, slowReceived = 0, slowReadersClosed = 0
         var marksSent = 0, marksAnswered = 0, clearsSent = 0, clearsAnswered = 0
-        var calls = 0, connectFailures = 0
+        var calls = 0, connectFailures = 0, createRetries = 0
         /// The first few failures, in words, for the report.
         var failureSamples: [String] = []
         /// (arrival time, latency) of every click heard.
@@ -267,11 +272,15 @@ public enum Soak {
         let warm = min(60, duration / 4)
         let steady = samples.filter { $0.t >= warm && $0.t < duration }
         let reference = steady.first?.rss_mb ?? 0
-        let drift = steady.map { abs($0.rss_mb - reference) / max(reference, 1) * 100 }.max() ?? 0
+        let swing = steady.map { abs($0.rss_mb - reference) / max(reference, 1) * 100 }.max() ?? 0
+        let half = steady.count / 2
+        let mean = { (s: ArraySlice<Sample>) in s.isEmpty ? 0 : s.map(\.rss_mb).reduce(0, +) / Double(s.count) }
+        let early = mean(steady[..<half]), late = mean(steady[half...])
+        let drift = early > 0 ? abs(late - early) / early * 100 : 0
         return tally.lock.withLock {
             Report(
                 agents: b.agents, rooms: b.rooms, seconds: duration, churn_per_minute: o.churnPerMinute,
-                calls_created: tally.calls, connect_failures: tally.connectFailures, failures: tally.failureSamples,
+                calls_created: tally.calls, connect_failures: tally.connectFailures, create_retries: tally.createRetries, failures: tally.failureSamples,
                 frames_expected: tally.expected, frames_received: tally.received,
                 frames_lost: max(0, tally.expected - tally.received), slow_reader_frames_received: tally.slowReceived,
                 slow_readers_closed: tally.slowReadersClosed,
@@ -280,7 +289,7 @@ public enum Soak {
                 late_ticks: samples.last?.late_ticks ?? 0,
                 latency_p99_first_minute_ms: percentiles(first).1 ?? 0,
                 latency_p99_last_minute_ms: percentiles(last).1 ?? 0,
-                rss_after_warmup_mb: reference, rss_drift_percent: drift,
+                rss_after_warmup_mb: reference, rss_drift_percent: drift, rss_swing_percent: swing,
                 baseline: baseline, final: final, samples: samples)
         }
     }
@@ -296,7 +305,16 @@ public enum Soak {
         let meeting = "https://soak.chamade/\(runID)/room-\(room)"
         let call: String
         do {
-            call = try await LoadTest.createCall(b, meeting: meeting, name: "soak-\(slot)-\(life)")
+            do {
+                call = try await LoadTest.createCall(b, meeting: meeting, name: "soak-\(slot)-\(life)")
+            } catch {
+                // A client retries a create that got no answer; the retry is counted and reported.
+                tally.lock.withLock {
+                    tally.createRetries += 1
+                    if tally.failureSamples.count < 5 { tally.failureSamples.append("create retried, \(kind) life \(life): \(error)") }
+                }
+                call = try await LoadTest.createCall(b, meeting: meeting, name: "soak-\(slot)-\(life)")
+            }
         } catch {
             tally.lock.withLock {
                 tally.connectFailures += 1
