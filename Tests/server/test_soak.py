@@ -22,9 +22,9 @@ def test_two_minute_soak_with_churn_holds_steady():
         summary = json.dumps({k: v for k, v in r.items() if k != "samples"})
         # Churn happened: every slot lived several calls.
         assert r["calls_created"] >= AGENTS + CHURN * SECONDS // 60 * 0.7, summary
-        # A create that got no answer in 30 s is retried once by the load generator (as a client
-        # would) and reported in create_retries; no call may fail for good.
-        assert r["connect_failures"] == 0, summary
+        # Every call was created and connected at the first try (the load generator would retry a
+        # create left unanswered for 30 s, and count it).
+        assert r["connect_failures"] == 0 and r["create_retries"] == 0, summary
         # Well-behaved agents lose nothing; the server never ran late.
         assert r["frames_expected"] > AGENTS * 0.8 * (SECONDS - 10) * 50 * 0.8, summary
         assert r["frames_lost"] == 0, summary
