@@ -213,13 +213,7 @@ public enum LoadTest {
                     if now >= end + 200_000_000 { break }
                     if now >= settle && now < end { received += 1 }
                     guard now >= start, frame.readableBytes == 2 * block else { continue }
-                    let loud = frame.withUnsafeReadableBytes { raw in
-                        // PCM s16le on a little-endian host: scan the samples in place.
-                        raw.withMemoryRebound(to: Int16.self) { samples in
-                            samples.contains { $0 > 10000 || $0 < -10000 }
-                        }
-                    }
-                    guard loud else { continue }
+                    guard isLoud(frame) else { continue }
                     // The newest slot whose click was sent before this frame arrived is the one heard.
                     let slot = Int((now - start) / slotNs)
                     for candidate in stride(from: slot, through: max(0, slot - 1), by: -1) where candidate > lastDetectedSlot {
@@ -306,13 +300,17 @@ public enum LoadTest {
     }
 
     static func metrics(_ o: Options) async throws -> [String: Int] {
-        let (status, data) = try await request(o, "GET", "/metrics")
-        guard status == 200 else { throw Failure.http("GET /metrics answered \(status)") }
-        var out: [String: Int] = [:]
-        for line in String(decoding: data, as: UTF8.self).split(separator: "\n") where !line.hasPrefix("#") {
-            let parts = line.split(separator: " ")
-            if parts.count == 2, let v = Int(parts[1]) { out[String(parts[0])] = v }
+        try await metricValues(o).compactMapValues { Int(exactly: $0) }
+    }
+
+    /// Whether a frame holds a click (a sample past ±10,000). PCM s16le on a little-endian host,
+    /// read in place; a frame's bytes need not be aligned for Int16.
+    static func isLoud(_ frame: ByteBuffer) -> Bool {
+        frame.withUnsafeReadableBytes { raw in
+            stride(from: 0, to: raw.count - 1, by: 2).contains { i in
+                let v = raw.loadUnaligned(fromByteOffset: i, as: Int16.self)
+                return v > 10000 || v < -10000
+            }
         }
-        return out
     }
 }

@@ -85,7 +85,7 @@ public enum Soak {
         public var fds: Int
     }
 
-    enum Kind: CaseIterable {
+    enum Kind {
         case native, resampled16k, resampled24k, marksAndClears, slowReader
 
         /// The slot's kind: one in ten of each special kind, the rest native.
@@ -358,7 +358,7 @@ public enum Soak {
                             lastFrame = now
                             if firstCounted == nil { firstCounted = now }
                         }
-                        guard let f = first, now >= f, loud(frame) else { continue }
+                        guard let f = first, now >= f, LoadTest.isLoud(frame) else { continue }
                         let slotNow = Int((now - 0) / slotNs)
                         for candidate in stride(from: slotNow, through: slotNow - 1, by: -1) where candidate > lastDetected {
                             if let sent = clicks.sendTime(candidate), sent <= now {
@@ -438,16 +438,6 @@ public enum Soak {
                 }
             }
             k += 1
-        }
-    }
-
-    static func loud(_ frame: ByteBuffer) -> Bool {
-        frame.withUnsafeReadableBytes { raw in
-            // PCM s16le on a little-endian host, read in place (a frame's bytes need not be aligned).
-            stride(from: 0, to: raw.count - 1, by: 2).contains { i in
-                let v = raw.loadUnaligned(fromByteOffset: i, as: Int16.self)
-                return v > 10000 || v < -10000
-            }
         }
     }
 }

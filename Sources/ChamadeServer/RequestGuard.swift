@@ -47,7 +47,6 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler, @unchec
     private var phase = Phase.head
     private var pending: [UInt8] = []
     private var frames = ClientFrameChecker(maxMessageBytes: ServerConfiguration.maxMessageBytes)
-    private var webSocketViolation: ClientFrameChecker.Violation?
     /// A handshake went on and its answer (101, or a refusal) has not been written yet: a frame
     /// violation found meanwhile waits for it, so the client reads the 101 before the close frame.
     private var awaitingHandshakeAnswer = false
@@ -97,6 +96,7 @@ final class RequestGuard: ChannelDuplexHandler, RemovableChannelHandler, @unchec
         }
         var out = context.channel.allocator.buffer(capacity: buffer.readableBytes)
         var refusal: APIError?
+        var webSocketViolation: ClientFrameChecker.Violation?
         buffer.withUnsafeReadableBytes { bytes in
             var i = 0
             while i < bytes.count, refusal == nil {

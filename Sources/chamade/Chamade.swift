@@ -343,9 +343,7 @@ struct LoadTestCommand: AsyncParsableCommand {
             throw RunFailure(description: "\(error)")
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            try printJSON(report)
             return
         }
         let r = report
@@ -365,9 +363,7 @@ struct LoadTestCommand: AsyncParsableCommand {
             throw RunFailure(description: "\(error)")
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(r), as: UTF8.self))
+            try printJSON(r)
             return
         }
         let f = { (v: Double) in String(format: "%.1f", v) }
@@ -444,9 +440,7 @@ struct BenchCommand: ParsableCommand {
             throw RunFailure(description: "\(error)")
         }
         if json {
-            let encoder = JSONEncoder()
-            encoder.outputFormatting = [.sortedKeys]
-            print(String(decoding: try encoder.encode(r), as: UTF8.self))
+            try printJSON(r)
             return
         }
         print("\(r.legs) \(r.codec) legs in \(r.rooms) room(s), mode \(r.mode), complexity \(r.opus_complexity), \(String(format: "%.1f", r.seconds)) s")
@@ -521,4 +515,11 @@ enum Entry {
         FileHandle.standardError.write(Data((line + "\n").utf8))
         exit(code)
     }
+}
+
+/// Prints one JSON object with sorted keys (`--json` of the measuring commands).
+func printJSON(_ value: some Encodable) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
