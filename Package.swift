@@ -22,6 +22,7 @@ let package = Package(
         .library(name: "ChamadeServer", targets: ["ChamadeServer"]),
         .library(name: "ChamadeSIP", targets: ["ChamadeSIP"]),
         .library(name: "ChamadeWire", targets: ["ChamadeWire"]),
+        .library(name: "ChamadeCluster", targets: ["ChamadeCluster"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
@@ -38,6 +39,10 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
         .package(url: "https://github.com/modelcontextprotocol/swift-sdk", from: "0.12.1"),
+        // The cluster (SPEC §10): SHA-256 for key tags, and HTTP between nodes (both already built
+        // for the MCP SDK's EventSource).
+        .package(url: "https://github.com/apple/swift-crypto", from: "4.5.2"),
+        .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
     ],
     targets: [
         // C libraries, found through pkg-config (Debian: libsamplerate0-dev, libopus-dev, libsndfile1-dev).
@@ -64,6 +69,10 @@ let package = Package(
         .systemLibrary(
             name: "CPocketSphinx", path: "CShims/CPocketSphinx", pkgConfig: "pocketsphinx",
             providers: [.apt(["libpocketsphinx-dev", "libsphinxbase-dev", "pocketsphinx-en-us"])]),
+        // hiredis (Debian libhiredis-dev 0.14): the cluster's Redis client, behind ChamadeCluster.
+        .systemLibrary(
+            name: "CHiredis", path: "CShims/CHiredis", pkgConfig: "hiredis",
+            providers: [.apt(["libhiredis-dev"])]),
         // Our own C: one-line typed wrappers for what Swift cannot call (variadic opus_*_ctl).
         .target(name: "CChamadeShims", dependencies: ["COpus"], path: "CShims/CChamadeShims"),
         // Counting malloc wrappers, linked only into `chamade` and the tests: proves the tick allocates nothing.
@@ -98,10 +107,19 @@ let package = Package(
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
             ],
             swiftSettings: swiftSettings),
+        // Several nodes on one Redis (SPEC §10): leases, room claims, the call index, events across nodes.
+        .target(
+            name: "ChamadeCluster",
+            dependencies: [
+                "CHiredis", .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+            ],
+            swiftSettings: swiftSettings),
         .target(
             name: "ChamadeServer",
             dependencies: [
-                "ChamadeEngine", "ChamadeCore", "ChamadeMedia", "ChamadeSIP", "ChamadeSpeech", "ChamadeWire", "CChamadeShims",
+                "ChamadeEngine", "ChamadeCore", "ChamadeMedia", "ChamadeSIP", "ChamadeSpeech", "ChamadeWire", "ChamadeCluster",
+                "CChamadeShims", .product(name: "AsyncHTTPClient", package: "async-http-client"),
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "HummingbirdCore", package: "hummingbird"),
                 .product(name: "HummingbirdTLS", package: "hummingbird"),
@@ -150,7 +168,8 @@ let package = Package(
         .executableTarget(
             name: "chamade",
             dependencies: [
-                "ChamadeTools", "ChamadeServer", "ChamadeEngine", "ChamadeMedia", "ChamadeLoadTest", "ChamadeMCP", "CChamadeMallocCounter",
+                "ChamadeTools", "ChamadeServer", "ChamadeEngine", "ChamadeMedia", "ChamadeLoadTest", "ChamadeMCP", "ChamadeCluster",
+                "CChamadeMallocCounter",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ],

@@ -3,7 +3,7 @@
 # root, otherwise prints the exact command to run and fails. With --test, also the real peers the
 # tests talk to (`make test`); `make run` needs only the libraries.
 set -euo pipefail
-packages=(libsamplerate0-dev libopus-dev libsndfile1-dev libre-dev libespeak-ng-dev
+packages=(libsamplerate0-dev libopus-dev libsndfile1-dev libre-dev libhiredis-dev libespeak-ng-dev
           libpocketsphinx-dev libsphinxbase-dev pocketsphinx-en-us pkg-config)
 # Real RTP peers for the leg tests (Tests/server/test_rtp_legs.py): GStreamer (opusenc/opusdec in
 # -base, rtpopuspay/wavenc in -good, netsim in -bad), ffmpeg, and tshark with dumpcap (its debconf
@@ -12,7 +12,7 @@ packages=(libsamplerate0-dev libopus-dev libsndfile1-dev libre-dev libespeak-ng-
 # SIPp (sip-tester) and the baresip softphone.
 if [[ ${1:-} == --test ]]; then
   packages+=(gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad
-             ffmpeg tshark sip-tester baresip espeak-ng sox)
+             ffmpeg tshark sip-tester baresip espeak-ng sox redis-server)
 fi
 # The tests drive the server from Python; Debian's pip only if this python3 has none.
 python3 -m pip --version >/dev/null 2>&1 || packages+=(python3-pip)

@@ -30,6 +30,12 @@ public struct APIError: HTTPResponseError, Sendable, Equatable {
         .init(code: 431), "headers_too_large", "the request head exceeds 16 KiB (16,384 bytes)")
     public static let requestTimeout = APIError(
         .requestTimeout, "request_timeout", "the request head was not complete within 10 s")
+    /// A cluster node cannot reach Redis (or the room's node): no new room until it can (SPEC §10).
+    public static func clusterUnavailable(_ why: String) -> APIError {
+        APIError(.serviceUnavailable, "cluster_unavailable", "the cluster cannot take new rooms now: \(why)")
+    }
+    /// Internal: the room is not open on this node (a cluster create must claim it first).
+    static let roomNotOpen = APIError(.serviceUnavailable, "room_not_open", "the room is not open on this node")
     public static let shuttingDown = APIError(.serviceUnavailable, "shutting_down", "the server is shutting down")
 
     /// The JSON body.
@@ -101,7 +107,7 @@ enum RouteTable {
         ("/api/call/:id/dtmf", ["POST"]), ("/api/call/:id/typing", ["POST"]), ("/api/call/:id/accept", ["POST"]),
         ("/api/call/:id/refuse", ["POST"]), ("/api/call/:id/stream", ["GET"]), ("/api/account", ["GET"]),
         ("/api/voice-configs", ["GET"]), ("/api/events", ["GET"]), ("/healthz", ["GET"]), ("/metrics", ["GET"]),
-        ("/openapi.json", ["GET"]),
+        ("/openapi.json", ["GET"]), ("/api/cluster", ["GET"]),
     ].map { (pattern: $0.0.split(separator: "/"), methods: $0.1) }
 
     static func methods(for path: String) -> [String] {

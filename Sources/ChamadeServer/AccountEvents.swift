@@ -1,17 +1,40 @@
+import ChamadeCluster
 import Foundation
 import NIOConcurrencyHelpers
 
 /// The account events of each key (SPEC §3, `GET /api/events`): every state change of the key's
 /// calls as `call_state`, and `call_ringing` when an inbound call starts ringing. Each subscriber is
 /// a WebSocket's outbox, so a slow subscriber is bounded like any other socket.
+///
+/// In a cluster, every event also goes to Redis on the key's channel, and this node hears the other
+/// nodes' events of the keys it has subscribers for (`deliverRemote`): a subscriber on any node
+/// sees the key's calls on every node.
 final class AccountEvents: Sendable {
     private let subscribers = NIOLockedValueBox<[String: [ObjectIdentifier: EventSubscription]]>([:])
+    let cluster: ClusterNode?
+    /// Each key's cluster tag, and the key of each tag (computed once per key).
+    private let tags = NIOLockedValueBox<(byKey: [String: String], byTag: [String: String])>(([:], [:]))
+
+    init(cluster: ClusterNode? = nil) {
+        self.cluster = cluster
+    }
+
+    private func tag(of apiKey: String) -> String {
+        if let tag = tags.withLockedValue({ $0.byKey[apiKey] }) { return tag }
+        let tag = ClusterNode.tag(ofKey: apiKey)
+        tags.withLockedValue {
+            $0.byKey[apiKey] = tag
+            $0.byTag[tag] = apiKey
+        }
+        return tag
+    }
 
     /// A subscriber of the key's events from now on (the upgrade is decided: its socket is not
-    /// ready yet).
-    func subscribe(apiKey: String) -> EventSubscription {
+    /// ready yet). In a cluster, returns once the other nodes' events of the key are heard too.
+    func subscribe(apiKey: String) async -> EventSubscription {
         let subscription = EventSubscription()
         subscribers.withLockedValue { $0[apiKey, default: [:]][ObjectIdentifier(subscription)] = subscription }
+        if let cluster { await cluster.subscribe(keyTag: tag(of: apiKey)) }
         return subscription
     }
 
@@ -20,6 +43,18 @@ final class AccountEvents: Sendable {
             s[apiKey]?.removeValue(forKey: ObjectIdentifier(subscription))
             if s[apiKey]?.isEmpty == true { s.removeValue(forKey: apiKey) }
         }
+        cluster?.unsubscribe(keyTag: tag(of: apiKey))
+    }
+
+    /// Another node's event of the key with this tag, to this node's subscribers.
+    func deliverRemote(keyTag: String, text: String) {
+        guard let apiKey = tags.withLockedValue({ $0.byTag[keyTag] }) else { return }
+        deliverLocal(apiKey: apiKey, text: text)
+    }
+
+    private func deliverLocal(apiKey: String, text: String) {
+        let targets = subscribers.withLockedValue { $0[apiKey].map { Array($0.values) } ?? [] }
+        for t in targets { t.deliver(text) }
     }
 
     /// `{"type":"call_state","call_id":…,"state":…}` to the key's subscribers.
@@ -38,9 +73,10 @@ final class AccountEvents: Sendable {
 
     func publish(apiKey: String, _ event: some Encodable) {
         let targets = subscribers.withLockedValue { $0[apiKey].map { Array($0.values) } ?? [] }
-        guard !targets.isEmpty else { return }
+        guard !targets.isEmpty || cluster != nil else { return }
         let text = WireJSON.encode(event)
         for t in targets { t.deliver(text) }
+        cluster?.publish(keyTag: tag(of: apiKey), text: text)
     }
 }
 

@@ -181,4 +181,17 @@ final class Call: Sendable {
 struct RoomKey: Hashable, Sendable {
     var platform: Platform
     var meetingURL: String
+
+    /// The room's name in the cluster: platform and URL on two lines.
+    var name: String { platform.rawValue + "\n" + meetingURL }
+
+    init(platform: Platform, meetingURL: String) {
+        self.platform = platform
+        self.meetingURL = meetingURL
+    }
+
+    init?(name: String) {
+        guard let newline = name.firstIndex(of: "\n"), let platform = Platform(rawValue: String(name[..<newline])) else { return nil }
+        self.init(platform: platform, meetingURL: String(name[name.index(after: newline)...]))
+    }
 }

@@ -1,3 +1,4 @@
+import ChamadeCluster
 import ChamadeCore
 import ChamadeEngine
 import ChamadeMedia
@@ -54,7 +55,18 @@ final class CallStore: Sendable {
     /// The built-in STT, when on.
     let transcriber: Transcriber?
 
-    init(engine: Engine, configuration: ServerConfiguration, events: AccountEvents, transcriber: Transcriber? = nil) {
+    /// This node's membership of a cluster (SPEC §10), when `--cluster` is on: call ids name the
+    /// node, calls are indexed in Redis while they live, a room's claim is given up when it closes.
+    let cluster: ClusterNode?
+    /// The server's base URL (for the call objects the cluster index keeps).
+    let baseURL: @Sendable () -> String
+
+    init(
+        engine: Engine, configuration: ServerConfiguration, events: AccountEvents, transcriber: Transcriber? = nil,
+        cluster: ClusterNode? = nil, baseURL: @escaping @Sendable () -> String = { "" }
+    ) {
+        self.cluster = cluster
+        self.baseURL = baseURL
         self.transcriber = transcriber
         self.engine = engine
         self.configuration = configuration
@@ -68,8 +80,11 @@ final class CallStore: Sendable {
 
     // MARK: create and end
 
+    /// `onlyIfOpen`: only into a room already open here (a cluster node that has not claimed the
+    /// room: `roomNotOpen` otherwise, decided under the store's lock).
     func create(
-        apiKey: String, platform: Platform, meetingURL: String, agentName: String, transcripts: Bool? = nil
+        apiKey: String, platform: Platform, meetingURL: String, agentName: String, transcripts: Bool? = nil,
+        onlyIfOpen: Bool = false
     ) throws(APIError) -> Call {
         let kind: RoomHandle.Kind
         switch platform {
@@ -87,13 +102,14 @@ final class CallStore: Sendable {
         }
         return try admit(
             apiKey: apiKey, platform: platform, meetingURL: meetingURL, agentName: agentName,
-            roomKey: RoomKey(platform: platform, meetingURL: meetingURL), kind: kind, transcripts: transcripts)
+            roomKey: RoomKey(platform: platform, meetingURL: meetingURL), kind: kind, transcripts: transcripts,
+            onlyIfOpen: onlyIfOpen)
     }
 
     /// Reserves a place for the key, opens (or finds) the room, joins it and commits the call.
     func admit(
         apiKey: String, platform: Platform, meetingURL: String, agentName: String, roomKey: RoomKey, kind: RoomHandle.Kind,
-        direction: String = "outbound", caller: String = "", transcripts: Bool? = nil
+        direction: String = "outbound", caller: String = "", transcripts: Bool? = nil, onlyIfOpen: Bool = false
     ) throws(APIError) -> Call {
         let nativeRate = kind.nativeRate(platform: platform)
         let limit = configuration.maxCallsPerKey
@@ -103,6 +119,7 @@ final class CallStore: Sendable {
             guard held < limit else {
                 throw APIError(.tooManyRequests, "too_many_calls", "this key already has \(held) calls not ended (limit \(limit))")
             }
+            guard !onlyIfOpen || s.rooms[roomKey] != nil else { throw APIError.roomNotOpen }
             s.reserved[apiKey, default: 0] += 1
             let entry = s.rooms[roomKey] ?? RoomEntry(handle: RoomHandle(nativeRate: nativeRate, kind: kind))
             s.rooms[roomKey, default: entry].members += 1
@@ -142,7 +159,7 @@ final class CallStore: Sendable {
             case .plain, .rtp: .active
             }
         let call = Call(
-            id: "call_" + Self.randomToken(12), apiKey: apiKey, platform: platform, meetingURL: meetingURL,
+            id: cluster?.callID(random: Self.randomToken(12)) ?? "call_" + Self.randomToken(12), apiKey: apiKey, platform: platform, meetingURL: meetingURL,
             agentName: agentName, roomKey: roomKey, room: room, participant: participant, leg: handle.leg, state: initial,
             direction: direction, caller: caller, sipCallID: link.sipCallID,
             wantsTranscripts: transcriber != nil && (transcripts ?? true))
@@ -169,6 +186,7 @@ final class CallStore: Sendable {
             throw APIError.shuttingDown
         }
         byParticipant.withLockedValue { $0[participant.id] = call }
+        if let cluster { cluster.register(clusterRecord(call)) }
         // The dialog may have been answered, or be over, between reading its state and the commit
         // (the events of a room's dialog see only the calls committed in it).
         let now = handle.link
@@ -201,11 +219,12 @@ final class CallStore: Sendable {
             s.rooms.removeValue(forKey: roomKey)
             return entry.handle
         }
-        if let emptied { close(emptied) }
+        if let emptied { close(emptied, roomKey: roomKey) }
     }
 
     /// Closes a room that lost its last call: its leg (counters kept for `/metrics`), then the room.
-    private func close(_ handle: RoomHandle) {
+    private func close(_ handle: RoomHandle, roomKey: RoomKey) {
+        cluster?.release(room: roomKey.name)
         let closed = handle.close()
         if let dialog = closed.dialog { sip?.hangUp(dialog) }
         if let ports = closed.ports { media.cancel(ports) }
@@ -246,6 +265,19 @@ final class CallStore: Sendable {
             guard let self, let handle else { return }
             self.legEvent(event, roomKey: roomKey, handle: handle)
         }
+    }
+
+    /// A call as the cluster's index keeps it.
+    func clusterRecord(_ call: Call) -> ClusterCall {
+        ClusterCall(
+            id: call.id, keyTag: ClusterNode.tag(ofKey: call.apiKey),
+            objectJSON: WireJSON.encode(call.object(baseURL: baseURL())))
+    }
+
+    /// The names of the rooms open here, and the calls not ended (what a cluster node reasserts).
+    func clusterState() -> (rooms: [String], calls: [ClusterCall]) {
+        let (rooms, calls) = state.withLockedValue { s in (s.rooms.keys.map(\.name), s.live.values.flatMap(\.values)) }
+        return (rooms, calls.map(clusterRecord))
     }
 
     func roomHandles() -> [RoomHandle] { state.withLockedValue { $0.rooms.values.map(\.handle) } }
@@ -306,6 +338,7 @@ final class CallStore: Sendable {
             return entry.handle
         }
         byParticipant.withLockedValue { _ = $0.removeValue(forKey: call.participantID) }
+        cluster?.unregister(callID: call.id)
         if transcriber != nil {
             let forgetAt = MonotonicClock.now() + 60_000_000_000
             departed.withLockedValue { $0[call.participantID] = (call.roomKey, call.agentName, forgetAt) }
@@ -314,7 +347,17 @@ final class CallStore: Sendable {
         for w in waiters { w(0, "") }
         for s in sessions { s.callEnded(final) }
         events.publish(apiKey: call.apiKey, state: final, callID: call.id)
-        if let emptied { close(emptied) }
+        if let emptied { close(emptied, roomKey: call.roomKey) }
+    }
+
+    /// Ends every call with `bridge_disconnected` first (this cluster node was declared dead).
+    func endAllDisconnected(_ why: String) {
+        let all = state.withLockedValue { s in s.live.values.flatMap(\.values) }
+        let text = WireJSON.encode(ServerMessage.bridgeDisconnected(why))
+        for c in all {
+            c.broadcast(text: text)
+            try? end(c)
+        }
     }
 
     /// Ends every call and refuses new ones (shutdown).

@@ -62,7 +62,7 @@ public final class ChamadeServer: Sendable {
     public func makeServices(onSIPListening: @escaping @Sendable (String) -> Void = { _ in }) -> [any Service] {
         [
             Delivery(engine: engine, store: core.store), Housekeeping(core: core),
-            SIPService(core: core, onListening: onSIPListening), CallsShutdown(store: core.store),
+            SIPService(core: core, onListening: onSIPListening), CallsShutdown(store: core.store, cluster: core.cluster),
         ]
     }
 
@@ -106,6 +106,7 @@ public final class ChamadeServer: Sendable {
         let router = Router(context: APIRequestContext.self)
         router.add(middleware: APIErrorMiddleware())
         router.add(middleware: AuthenticationMiddleware(keys: core.keys))
+        if let cluster = core.cluster { router.add(middleware: ClusterForwarding(cluster: cluster)) }
         CallController(core: core).addRoutes(to: router)
         AccountController(core: core).addRoutes(to: router)
         OperationsController(core: core).addRoutes(to: router)
@@ -149,11 +150,17 @@ public final class ChamadeServer: Sendable {
 /// server stops.
 final class CallsShutdown: Service, Sendable {
     let store: CallStore
-    init(store: CallStore) { self.store = store }
+    let cluster: ServerCluster?
+    init(store: CallStore, cluster: ServerCluster?) {
+        self.store = store
+        self.cluster = cluster
+    }
 
     func run() async throws {
         try? await gracefulShutdown()
         store.endAll()
+        // After the calls' ends went out: the node leaves, and no other node reports them again.
+        cluster?.stop()
         store.media.shutdown()
         store.transcriber?.stop()
         // Give the sockets a moment to send `ended` and their close frames.

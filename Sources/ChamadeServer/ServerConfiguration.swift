@@ -1,3 +1,4 @@
+public import ChamadeCluster
 public import ChamadeSIP
 
 /// Everything `chamade serve` can be told (SPEC §2, §9). Each field has a flag and an environment
@@ -38,6 +39,8 @@ public struct ServerConfiguration: Sendable {
     /// SIP (SPEC §6): nil is off (`--sip off`), and every `sip` call is refused with
     /// `sip_unavailable`.
     public var sip: SIPSettings?
+    /// Several nodes on one Redis (SPEC §10, `--cluster`, `--node-id`): nil is a node of its own.
+    public var cluster: ClusterConfiguration?
 
     /// The SIP user agent's settings (`--sip`, `--sip-route`, `--sip-register`, `--sip-auth`,
     /// `--sip-ring-timeout`).

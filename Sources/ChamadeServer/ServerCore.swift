@@ -1,3 +1,4 @@
+import ChamadeCluster
 import ChamadeEngine
 import Foundation
 import Logging
@@ -20,31 +21,45 @@ final class ServerCore: Sendable {
     let logger: Logger
     /// `http(s)://HOST:PORT` once the server listens (or the advertised URL): the base of every
     /// `text_ws_url`, never taken from a request's `Host` header.
-    private let boundBaseURL = NIOLockedValueBox<String?>(nil)
+    private let boundBaseURL: NIOLockedValueBox<String?>
+    /// This node's side of a cluster (`--cluster`), nil on a node of its own.
+    let cluster: ServerCluster?
 
     init(engine: Engine, configuration: ServerConfiguration, logger: Logger) {
         self.engine = engine
         self.configuration = configuration
         self.keys = APIKeys(configuration.apiKeys)
-        self.events = AccountEvents()
+        let cluster = configuration.cluster.map { ServerCluster(node: ClusterNode(configuration: $0)) }
+        self.cluster = cluster
+        self.events = AccountEvents(cluster: cluster?.node)
         self.speech = ServerSpeech(configuration: configuration, logger: logger)
-        self.store = CallStore(engine: engine, configuration: configuration, events: events, transcriber: speech.transcriber)
+        let bound = NIOLockedValueBox<String?>(nil)
+        self.boundBaseURL = bound
+        self.store = CallStore(
+            engine: engine, configuration: configuration, events: events, transcriber: speech.transcriber,
+            cluster: cluster?.node, baseURL: { Self.baseURL(configuration, bound) })
         self.metrics = ServerMetrics(sip: configuration.sip != nil)
         speech.bind(store)
         self.logger = logger
     }
 
-    var baseURL: String {
+    var baseURL: String { Self.baseURL(configuration, boundBaseURL) }
+
+    private static func baseURL(_ configuration: ServerConfiguration, _ bound: NIOLockedValueBox<String?>) -> String {
         if let advertised = configuration.advertisedURL { return advertised }
-        if let bound = boundBaseURL.withLockedValue({ $0 }) { return bound }
-        return "\(scheme)://\(configuration.host):\(configuration.port)"
+        if let bound = bound.withLockedValue({ $0 }) { return bound }
+        return "\(configuration.tls == nil ? "http" : "https")://\(configuration.host):\(configuration.port)"
     }
 
     var scheme: String { configuration.tls == nil ? "http" : "https" }
 
+    var isListening: Bool { boundBaseURL.withLockedValue { $0 } != nil }
+
+    /// The server accepts connections: a cluster node joins the cluster now, with its URL.
     func listening(port: Int) {
         let host = configuration.host.contains(":") ? "[\(configuration.host)]" : configuration.host
         boundBaseURL.withLockedValue { $0 = "\(scheme)://\(host):\(port)" }
+        cluster?.start(core: self)
     }
 
     /// Routes the engine's events to the calls' sockets and waiters.

@@ -36,7 +36,7 @@ struct WebSocketRoutes: Sendable {
                 UpgradeRejection.record(.unauthorized, for: context.channel)
                 return .dontUpgrade
             }
-            core.subscribeEvents(apiKey: key, channel: context.channel)
+            await core.subscribeEvents(apiKey: key, channel: context.channel)
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             await core.runEvents(channel: context.requestContext.channel, inbound: inbound, outbound: outbound)
@@ -119,8 +119,8 @@ extension ServerCore {
     /// Runs an account events socket until it closes. What the client sends is ignored.
     /// Subscribes a key's events socket when its upgrade is decided (before the 101): events from
     /// then on wait for the socket. The subscription ends when the connection closes.
-    func subscribeEvents(apiKey: String, channel: any Channel) {
-        let subscription = events.subscribe(apiKey: apiKey)
+    func subscribeEvents(apiKey: String, channel: any Channel) async {
+        let subscription = await events.subscribe(apiKey: apiKey)
         let id = ObjectIdentifier(channel)
         pendingSubscriptions.withLockedValue { $0[id] = subscription }
         channel.closeFuture.whenComplete { [events, pendingSubscriptions] _ in

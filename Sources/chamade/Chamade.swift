@@ -1,5 +1,6 @@
 import ArgumentParser
 import Logging
+import ChamadeCluster
 import ChamadeCore
 import ChamadeEngine
 import ChamadeMedia
@@ -86,8 +87,12 @@ struct ServeCommand: AsyncParsableCommand {
     var port: Int?
     @Option(name: .customLong("api-key"), help: "An API key (repeatable; CHAMADE_API_KEYS, comma-separated).")
     var apiKeys: [String] = []
-    @Option(name: .long, help: "The URL clients reach this server at, for text_ws_url (CHAMADE_ADVERTISE).")
+    @Option(name: .long, help: "The URL clients and the other cluster nodes reach this server at, for text_ws_url (CHAMADE_ADVERTISE).")
     var advertise: String?
+    @Option(name: .long, help: "Join a cluster of nodes on this Redis: redis://HOST:PORT (CHAMADE_CLUSTER).")
+    var cluster: String?
+    @Option(name: .customLong("node-id"), help: "This node's id in the cluster, 1-40 of A-Z a-z 0-9 - (default HOSTNAME-PORT; CHAMADE_NODE_ID).")
+    var nodeID: String?
     @Option(name: .customLong("tls-cert"), help: "PEM certificate chain: serve HTTPS and WSS only (CHAMADE_TLS_CERT).")
     var tlsCert: String?
     @Option(name: .customLong("tls-key"), help: "PEM private key for --tls-cert (CHAMADE_TLS_KEY).")
@@ -210,6 +215,22 @@ struct ServeCommand: AsyncParsableCommand {
         }
     }
 
+    /// `--cluster` and `--node-id`: nil without a cluster.
+    private func clusterConfiguration(port: Int) throws -> ClusterConfiguration? {
+        let env = ProcessInfo.processInfo.environment
+        guard let url = cluster ?? env["CHAMADE_CLUSTER"] else { return nil }
+        var id = nodeID ?? env["CHAMADE_NODE_ID"]
+        if id == nil {
+            // The host name (what a node id may hold of it) and the port; a random suffix for port 0.
+            let host = String(ProcessInfo.processInfo.hostName.unicodeScalars.filter { $0.isASCII && ($0.properties.isAlphabetic || ("0"..."9").contains($0) || $0 == "-") }.prefix(28))
+            let suffix = port == 0 ? String(UInt32.random(in: 0...UInt32.max), radix: 16) : String(port)
+            id = (host.isEmpty ? "node" : host) + "-" + suffix
+        }
+        do throws(ClusterError) { return try ClusterConfiguration(redisURL: url, nodeID: id!) } catch {
+            throw ValidationError(error.description)
+        }
+    }
+
     func run() async throws {
         let env = ProcessInfo.processInfo.environment
         var keys = apiKeys
@@ -227,7 +248,7 @@ struct ServeCommand: AsyncParsableCommand {
         if let cert = tlsCert ?? env["CHAMADE_TLS_CERT"], let key = tlsKey ?? env["CHAMADE_TLS_KEY"] {
             tls = .init(certificatePath: cert, privateKeyPath: key)
         }
-        let configuration = ServerConfiguration(
+        var configuration = ServerConfiguration(
             host: host, port: try setting(port, "CHAMADE_PORT", 8787), apiKeys: keys,
             advertisedURL: advertise ?? env["CHAMADE_ADVERTISE"], tls: tls,
             endedRetentionSeconds: try setting(endedRetention, "CHAMADE_ENDED_RETENTION", 3600),
@@ -238,6 +259,7 @@ struct ServeCommand: AsyncParsableCommand {
             stt: try setting(stt, "CHAMADE_STT", "pocketsphinx") == "pocketsphinx",
             sttWorkers: try setting(sttWorkers, "CHAMADE_STT_WORKERS", 2),
             sttRecognizers: try setting(sttRecognizers, "CHAMADE_STT_RECOGNIZERS", 8))
+        configuration.cluster = try clusterConfiguration(port: configuration.port)
         var logger = Logger(label: "chamade")
         logger.logLevel = .notice
         let server = ChamadeServer(engine: Engine(), configuration: configuration, logger: logger)

@@ -56,6 +56,13 @@ func decodeBody<T: Decodable>(
     } catch {
         throw APIError.bodyTooLarge
     }
+    return try decodeBody(type, from: buffer, fields: fields, codeForField: codeForField)
+}
+
+/// `decodeBody` of a body already read.
+func decodeBody<T: Decodable>(
+    _ type: T.Type, from buffer: ByteBuffer, fields: [String], codeForField: (String) -> String
+) throws -> T {
     let data = buffer.readableBytes == 0 ? Data("{}".utf8) : Data(buffer.readableBytesView)
     guard let object = (try? JSONSerialization.jsonObject(with: data)) as? [String: Any] else {
         throw APIError.badRequest("invalid_json", "the body must be a JSON object")

@@ -1,8 +1,11 @@
+import ChamadeCluster
 import ChamadeCore
 import ChamadeMedia
 import ChamadeWire
 import Foundation
+import HTTPTypes
 import Hummingbird
+import NIOCore
 
 /// `/api/call…` and `/api/calls` (SPEC §3): create, read, list and end calls, and what a call can
 /// do in its room (chat, say, stop-speaking, DTMF, typing, accept, refuse).
@@ -24,9 +27,12 @@ struct CallController {
         router.get("/api/call/:id/stream", use: streamWithoutUpgrade)
     }
 
-    @Sendable func create(_ request: Request, context: APIRequestContext) async throws -> CallObject {
-        let body = try await decodeBody(
-            CreateCallRequest.self, from: request, context: context,
+    @Sendable func create(_ request: Request, context: APIRequestContext) async throws -> Response {
+        var request = request
+        let raw: ByteBuffer
+        do { raw = try await request.collectBody(upTo: ServerConfiguration.maxBodyBytes) } catch { throw APIError.bodyTooLarge }
+        let body = try decodeBody(
+            CreateCallRequest.self, from: raw,
             fields: ["platform", "meeting_url", "agent_name", "transcripts", "stt_voice_config_id", "tts_voice_config_id"],
             codeForField: CreateCallRequest.code(forField:))
         guard let name = body.platform, let platform = Platform(rawValue: name) else {
@@ -47,14 +53,63 @@ struct CallController {
         guard agent.unicodeScalars.count <= 256 else {
             throw APIError.badRequest("invalid_agent_name", "agent_name is at most 256 characters")
         }
-        let call = try core.store.create(
-            apiKey: context.apiKey, platform: platform, meetingURL: url, agentName: agent, transcripts: body.transcripts)
-        return call.object(baseURL: core.baseURL)
+        let create = { (onlyIfOpen: Bool) throws -> Response in
+            try self.createHere(
+                context: context, platform: platform, meetingURL: url, agentName: agent, transcripts: body.transcripts,
+                onlyIfOpen: onlyIfOpen)
+        }
+        guard let cluster = core.cluster else { return try create(false) }
+        // A room open here takes the call without asking Redis (so a node cut off from Redis keeps
+        // its rooms); any other is placed (or found) in Redis first, and the call created on its node.
+        if let response = try? create(true) { return response }
+        let room = RoomKey(platform: platform, meetingURL: url).name
+        let forwarded = request.headers[ServerCluster.forwardedHeader] != nil
+        let owner: NodeInfo
+        do throws(ClusterError) {
+            owner = forwarded ? try await cluster.node.claimForSelf(room: room) : try await cluster.node.place(room: room)
+        } catch {
+            throw APIError.clusterUnavailable(error.description)
+        }
+        if owner.id == cluster.node.id { return try create(false) }
+        guard !forwarded, !owner.url.isEmpty else {
+            throw APIError.clusterUnavailable("the room moved to node \(owner.id); try again")
+        }
+        return try await cluster.forward(request, body: raw, to: owner.url, nodeID: owner.id)
     }
 
-    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> CallList {
+    /// Creates the call on this node (`onlyIfOpen`: only into a room open here).
+    private func createHere(
+        context: APIRequestContext, platform: Platform, meetingURL: String, agentName: String, transcripts: Bool?,
+        onlyIfOpen: Bool
+    ) throws -> Response {
+        let call = try core.store.create(
+            apiKey: context.apiKey, platform: platform, meetingURL: meetingURL, agentName: agentName, transcripts: transcripts,
+            onlyIfOpen: onlyIfOpen)
+        return try Self.json(call.object(baseURL: core.baseURL), status: .ok)
+    }
+
+    /// The key's calls not ended; in a cluster, those of every live node (a node that does not
+    /// answer in 5 s is left out).
+    @Sendable func list(_ request: Request, context: APIRequestContext) async throws -> Response {
         let base = core.baseURL
-        return CallList(calls: core.store.liveCalls(apiKey: context.apiKey).map { $0.object(baseURL: base) })
+        let local = CallList(calls: core.store.liveCalls(apiKey: context.apiKey).map { $0.object(baseURL: base) })
+        guard let cluster = core.cluster, request.headers[ServerCluster.forwardedHeader] == nil else {
+            return try Self.json(local, status: .ok)
+        }
+        var calls = try (JSONSerialization.jsonObject(with: JSONEncoder().encode(local)) as? [String: Any])?["calls"] as? [Any] ?? []
+        for data in await cluster.gather(path: "/api/calls", apiKey: context.apiKey) {
+            calls += (try? JSONSerialization.jsonObject(with: data) as? [String: Any])?["calls"] as? [Any] ?? []
+        }
+        calls.sort { (($0 as? [String: Any])?["created_at"] as? String ?? "") < (($1 as? [String: Any])?["created_at"] as? String ?? "") }
+        let data = try JSONSerialization.data(withJSONObject: ["calls": calls], options: [.withoutEscapingSlashes])
+        return Response(status: .ok, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
+    }
+
+    static func json(_ value: some Encodable, status: HTTPResponse.Status) throws(APIError) -> Response {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        guard let data = try? encoder.encode(value) else { throw APIError(.internalServerError, "internal", "encoding failed") }
+        return Response(status: status, headers: [.contentType: "application/json"], body: .init(byteBuffer: ByteBuffer(bytes: data)))
     }
 
     @Sendable func get(_ request: Request, context: APIRequestContext) async throws -> CallObject {

@@ -1,3 +1,4 @@
+import ChamadeCluster
 import ChamadeEngine
 import Foundation
 import Hummingbird
@@ -11,6 +12,25 @@ struct OperationsController {
         router.get("/healthz", use: health)
         router.get("/metrics", use: metrics)
         router.get("/openapi.json", use: openAPI)
+        router.get("/api/cluster", use: cluster)
+    }
+
+    /// The nodes, their load and rooms (SPEC §10). From Redis now; when Redis cannot be reached,
+    /// the live nodes of the last heartbeat. A node of its own lists itself.
+    @Sendable func cluster(_ request: Request, context: APIRequestContext) async throws -> Response {
+        struct Nodes: Encodable { var nodes: [NodeInfo] }
+        var nodes: [NodeInfo]
+        if let cluster = core.cluster {
+            do throws(ClusterError) { nodes = try await cluster.node.nodes() } catch { nodes = cluster.node.liveNodes() }
+        } else {
+            let s = core.engine.statistics()
+            nodes = [
+                NodeInfo(
+                    id: "local", url: core.baseURL, alive: true, rooms: s.rooms, participants: s.participants,
+                    lateTicks: s.lateTicks, cpuPercent: 0)
+            ]
+        }
+        return try CallController.json(Nodes(nodes: nodes), status: .ok)
     }
 
     @Sendable func health(_ request: Request, context: APIRequestContext) async throws -> Response {
