@@ -196,6 +196,10 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ],
             swiftSettings: swiftSettings),
+        .testTarget(
+            name: "ChamadeClusterTests",
+            dependencies: ["ChamadeCluster", .product(name: "NIOConcurrencyHelpers", package: "swift-nio")],
+            swiftSettings: swiftSettings),
         .testTarget(name: "ChamadeWireTests", dependencies: ["ChamadeWire", "ChamadeCore"], swiftSettings: swiftSettings),
         .testTarget(name: "ChamadeSIPTests", dependencies: ["ChamadeSIP", "ChamadeMedia"], swiftSettings: swiftSettings),
         .testTarget(

@@ -105,6 +105,12 @@ final class RedisWorker: @unchecked Sendable {
                     reconnected = true
                 } catch {}
             }
+            // After a new connection the node's state is written again before any job runs (a
+            // claim needs the node's lease back).
+            if reconnected {
+                periodic(connection, true)
+                nextPeriod = Self.nowMs() + Int64(periodMilliseconds)
+            }
             let (jobs, stopping) = queue.withLockedValue { q in
                 defer { q.jobs.removeAll(keepingCapacity: true) }
                 return (q.jobs, q.stopping)
@@ -112,8 +118,8 @@ final class RedisWorker: @unchecked Sendable {
             for job in jobs { job(connection.isConnected ? connection : nil) }
             if stopping { break }
             let now = Self.nowMs()
-            if now >= nextPeriod || reconnected {
-                periodic(connection.isConnected ? connection : nil, reconnected)
+            if now >= nextPeriod {
+                periodic(connection.isConnected ? connection : nil, false)
                 nextPeriod = now + Int64(periodMilliseconds)
             }
             // Sleep until the next period, a job, or the next reconnection attempt.
