@@ -59,7 +59,7 @@ def test_document_describes_every_route_of_the_contract():
         ("POST", "/api/call/{id}/dtmf"), ("POST", "/api/call/{id}/typing"), ("POST", "/api/call/{id}/accept"),
         ("POST", "/api/call/{id}/refuse"), ("GET", "/api/call/{id}/stream"), ("GET", "/api/account"),
         ("GET", "/api/voice-configs"), ("GET", "/api/events"), ("GET", "/healthz"), ("GET", "/metrics"),
-        ("GET", "/openapi.json"),
+        ("GET", "/openapi.json"), ("GET", "/api/cluster"),
     }
     assert routes == expected
     public = {("GET", "/healthz"), ("GET", "/openapi.json")}
