@@ -100,13 +100,13 @@ public enum LoadTest {
     public static func run(_ o: Options, progress: ((String) -> Void)? = nil) async throws -> Report {
         let runID = String(UInt32.random(in: 0...UInt32.max), radix: 16)
         // 1. Calls over HTTP, round robin over the rooms (one meeting URL per room).
-        var calls: [(id: String, room: Int)] = []
+        var calls: [(call: CreatedCall, room: Int)] = []
         for i in 0..<o.agents {
             let room = i % o.rooms
             let meeting = o.meetingURL.map { $0.replacingOccurrences(of: "{room}", with: "\(room)") }
                 ?? "https://loadtest.chamade/\(runID)/room-\(room)"
-            let id = try await createCall(o, meeting: meeting, name: "agent-\(i)")
-            calls.append((id, room))
+            let created = try await createCall(o, meeting: meeting, name: "agent-\(i)")
+            calls.append((created, room))
         }
         let before = try? await metrics(o)
         let rooms = (0..<o.rooms).map { r in Room(agentCount: calls.filter { $0.room == r }.count) }
@@ -126,12 +126,12 @@ public enum LoadTest {
                 indexInRoom[call.room] += 1
                 let room = rooms[call.room]
                 group.addTask {
-                    await agent(o, call: call.id, index: i, turn: k, room: room, tally: tally, start: start, end: end, logger: logger)
+                    await agent(o, call: call.call, index: i, turn: k, room: room, tally: tally, start: start, end: end, logger: logger)
                 }
             }
         }
         let after = try? await metrics(o)
-        for call in calls { try? await deleteCall(o, call.id) }
+        for call in calls { try? await deleteCall(o, call.call.id) }
         var histogram = Histogram<UInt64>(highestTrackableValue: 60_000_000_000, numberOfSignificantValueDigits: .three)
         for l in tally.latenciesNs { _ = histogram.record(l) }
         let ms = { (v: UInt64) in Double(v) / 1e6 }
@@ -157,11 +157,10 @@ public enum LoadTest {
     /// One agent: configure, then send 20 ms every 20 ms (a click in its turns) while timing the
     /// clicks of the others in what it receives.
     static func agent(
-        _ o: Options, call: String, index: Int, turn: Int, room: Room, tally: Tally, start: UInt64, end: UInt64,
+        _ o: Options, call: CreatedCall, index: Int, turn: Int, room: Room, tally: Tally, start: UInt64, end: UInt64,
         logger: Logger
     ) async {
-        let wsURL = o.url.replacingOccurrences(of: "http", with: "ws", options: .anchored)
-            + "/api/call/\(call)/stream?api_key=\(o.apiKey)"
+        let wsURL = call.streamURL
         let block = o.rate.blockSampleCount
         // 5 ms: a receiver that fades in after a gap (a G.711 leg's concealment does, over 4 ms)
         // still hears it at full scale.
@@ -270,12 +269,19 @@ public enum LoadTest {
         return ((response as? HTTPURLResponse)?.statusCode ?? 0, data)
     }
 
-    static func createCall(_ o: Options, meeting: String, name: String) async throws -> String {
+    /// A call the server made: its id and its WebSocket URL with the key (text_ws_url, which in a
+    /// cluster is the call's node, not necessarily the one asked).
+    struct CreatedCall: Sendable {
+        var id: String
+        var streamURL: String
+    }
+
+    static func createCall(_ o: Options, meeting: String, name: String) async throws -> CreatedCall {
         let (status, data) = try await request(o, "POST", "/api/call", body: ["platform": o.platform, "meeting_url": meeting, "agent_name": name])
         guard status == 200, let object = try? JSONSerialization.jsonObject(with: data) as? [String: Any],
-            let id = object["call_id"] as? String
+            let id = object["call_id"] as? String, let url = object["text_ws_url"] as? String
         else { throw Failure.http("POST /api/call answered \(status): \(String(decoding: data, as: UTF8.self))") }
-        return id
+        return CreatedCall(id: id, streamURL: url + "?api_key=" + o.apiKey)
     }
 
     static func deleteCall(_ o: Options, _ id: String) async throws {

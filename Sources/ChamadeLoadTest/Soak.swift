@@ -303,7 +303,7 @@ public enum Soak {
         let kind = Kind.of(slot: slot)
         let rate = kind.rate(room: b.rate)
         let meeting = "https://soak.chamade/\(runID)/room-\(room)"
-        let call: String
+        let call: LoadTest.CreatedCall
         do {
             do {
                 call = try await LoadTest.createCall(b, meeting: meeting, name: "soak-\(slot)-\(life)")
@@ -324,8 +324,7 @@ public enum Soak {
             return
         }
         tally.lock.withLock { tally.calls += 1 }
-        let wsURL = b.url.replacingOccurrences(of: "http", with: "ws", options: .anchored)
-            + "/api/call/\(call)/stream?api_key=\(b.apiKey)"
+        let wsURL = call.streamURL
         let block = rate.blockSampleCount
         do {
             try await WebSocketClient.connect(url: wsURL, configuration: .init(maxFrameSize: 1 << 20), logger: logger) {
@@ -392,7 +391,7 @@ public enum Soak {
                 }
             }
         }
-        try? await LoadTest.deleteCall(b, call)
+        try? await LoadTest.deleteCall(b, call.id)
     }
 
     /// Streams 20 ms every 20 ms until `leave`: silence, a click when the room's slot is claimed,

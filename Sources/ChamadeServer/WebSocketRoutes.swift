@@ -1,3 +1,4 @@
+import ChamadeCluster
 import ChamadeCore
 import ChamadeEngine
 import HTTPTypes
@@ -59,7 +60,13 @@ extension ServerCore {
     func admitStream(_ head: HTTPRequest, id: String, channel: any Channel) -> Result<Call, APIError> {
         guard let key = keys.match(APIKeys.presented(in: head, allowQuery: true)) else { return .failure(.unauthorized) }
         let call: Call
-        do { call = try store.call(id, apiKey: key) } catch { return .failure(error) }
+        do { call = try store.call(id, apiKey: key) } catch {
+            // A call of another cluster node: its stream is on that node, where text_ws_url points.
+            if let cluster, let node = ClusterNode.node(ofCall: id), node != cluster.node.id {
+                return .failure(.notFound("call \(id) is on node \(node): open its text_ws_url"))
+            }
+            return .failure(error)
+        }
         let limit = configuration.maxStreamsPerCall
         let refusal: APIError? = call.withLock { m in
             guard !m.state.isFinal else { return .callEnded }

@@ -186,8 +186,17 @@ def test_calls_through_every_node_land_on_the_owner(cluster):
     for via in ("na", "nb"):
         assert api(cluster[via], "GET", "/api/call/call_nowhere_0123456789abcdef01234567").status_code == 404
         assert api(cluster[via], "GET", f"/api/call/call_{owner}_0123456789abcdef01234567").status_code == 404
-    # Ending through a node that does not own the call.
+    # A stream opened on another node than the call's: 404 naming the node (text_ws_url is the way).
     other = next(i for i in ("na", "nb", "nc") if i != owner)
+
+    async def stray():
+        with pytest.raises(websockets.InvalidStatus) as e:
+            await websockets.connect(f"{cluster[other].ws}/api/call/{calls[0]['call_id']}/stream?api_key={KEY1}")
+        return e.value.response
+
+    refused = run(stray())
+    assert refused.status_code == 404 and f"node {owner}" in refused.body.decode(), refused.body
+    # Ending through a node that does not own the call.
     r = api(cluster[other], "DELETE", f"/api/call/{calls[2]['call_id']}")
     assert r.status_code == 200 and r.json()["state"] == "ended", r.text
     assert api(cluster[owner], "GET", f"/api/call/{calls[2]['call_id']}").json()["state"] == "ended"
