@@ -16,8 +16,10 @@ public final class ClusterNode: Sendable {
     private struct Membership {
         /// The live nodes at the last heartbeat, with what they reported.
         var nodes: [String: NodeInfo] = [:]
-        /// Rooms placed on a node since its last report, so placements in one second spread.
-        var placedSince: [String: Int] = [:]
+        /// Rooms placed (node, monotonic ms) in the last two heartbeats: a node's report lags its
+        /// placements by up to a heartbeat of its own and one of this node's, so placements in a
+        /// burst spread.
+        var placed: [(node: String, atMs: Int64)] = []
         /// Redis answered the last operation.
         var reachable = false
         /// No node is reaped before this (monotonic ms): after Redis comes back, every node needs a
@@ -103,22 +105,21 @@ public final class ClusterNode: Sendable {
     /// The live node that owns `room`, placing it first on the least-loaded live node if no live
     /// node owns it.
     public func place(room: String) async throws(ClusterError) -> NodeInfo {
-        let candidate = leastLoaded()
-        return try await claim(room: room, for: candidate)
+        try await claim(room: room, for: byLoad())
     }
 
     /// Claims `room` for this node, unless a live node owns it: returns the owner.
     public func claimForSelf(room: String) async throws(ClusterError) -> NodeInfo {
-        try await claim(room: room, for: id)
+        try await claim(room: room, for: [id])
     }
 
-    private func claim(room: String, for candidate: String) async throws(ClusterError) -> NodeInfo {
+    private func claim(room: String, for candidates: [String]) async throws(ClusterError) -> NodeInfo {
         let key = ClusterSchema.room(room)
         let owner: (String, String?)
         do throws(RedisError) {
             owner = try await worker.perform { connection throws(RedisError) -> (String, String?) in
                 guard let connection else { throw .unreachable("not connected") }
-                let reply = try connection.command(["EVAL", ClusterSchema.claim, "1", key, candidate, ClusterSchema.leasePrefix])
+                let reply = try connection.command(["EVAL", ClusterSchema.claim, "1", key, ClusterSchema.leasePrefix] + candidates)
                 guard let owner = reply.string else { throw .replied("no live node to place the room on") }
                 // The owner's URL: from the last heartbeat, or its lease when it is newer than that.
                 let known = self.membership.withLockedValue { $0.nodes[owner] } != nil
@@ -129,7 +130,7 @@ public final class ClusterNode: Sendable {
             throw .unavailable(error.description)
         }
         return membership.withLockedValue { m in
-            m.placedSince[owner.0, default: 0] += 1
+            m.placed.append((owner.0, RedisWorker.nowMs()))
             if let info = m.nodes[owner.0] { return info }
             let info = owner.1.flatMap { Self.decodeLease(node: owner.0, json: $0) }
                 ?? NodeInfo(id: owner.0, url: "", alive: true, rooms: 0, participants: 0, lateTicks: 0, cpuPercent: 0)
@@ -148,17 +149,18 @@ public final class ClusterNode: Sendable {
         }
     }
 
-    /// The least-loaded live node (participants, then rooms, then id), counting what was placed
-    /// since the last reports. This node when it knows of no other.
-    func leastLoaded() -> String {
-        membership.withLockedValue { m in
-            var best = (id, Int.max, Int.max)
-            for n in m.nodes.values where n.alive {
-                let placed = m.placedSince[n.id, default: 0]
-                let score = (n.id, n.participants + placed, n.rooms + placed)
-                if (score.1, score.2, score.0) < (best.1, best.2, best.0) { best = score }
-            }
-            return best.0
+    /// The live nodes, least loaded first (participants, then rooms, then id), counting what was
+    /// placed since their reports; this node last if it is not among them.
+    func byLoad() -> [String] {
+        let since = RedisWorker.nowMs() - 2 * Int64(configuration.heartbeatMilliseconds)
+        return membership.withLockedValue { m in
+            var recent: [String: Int] = [:]
+            for p in m.placed where p.atMs > since { recent[p.node, default: 0] += 1 }
+            let ranked = m.nodes.values.filter(\.alive).map { n in
+                let placed = recent[n.id, default: 0]
+                return (load: n.participants + placed, rooms: n.rooms + placed, id: n.id)
+            }.sorted { ($0.load, $0.rooms, $0.id) < ($1.load, $1.rooms, $1.id) }.map(\.id)
+            return ranked.contains(id) ? ranked : ranked + [id]
         }
     }
 
@@ -321,7 +323,7 @@ public final class ClusterNode: Sendable {
             let all = try Self.readNodes(connection)
             let reapAfter = membership.withLockedValue { m in
                 m.nodes = Dictionary(uniqueKeysWithValues: all.filter(\.alive).map { ($0.id, $0) })
-                m.placedSince = [:]
+                m.placed.removeAll { $0.atMs <= now - 2 * Int64(configuration.heartbeatMilliseconds) }
                 m.reachable = true
                 return m.reapAfter
             }
@@ -337,7 +339,7 @@ public final class ClusterNode: Sendable {
     private func reassert(_ delegate: any ClusterDelegate, _ connection: RedisConnection) throws(RedisError) {
         let (rooms, calls) = delegate.localState()
         for room in rooms {
-            try connection.command(["EVAL", ClusterSchema.claim, "1", ClusterSchema.room(room), id, ClusterSchema.leasePrefix])
+            try connection.command(["EVAL", ClusterSchema.claim, "1", ClusterSchema.room(room), ClusterSchema.leasePrefix, id])
         }
         if !calls.isEmpty {
             try connection.command(["HSET", ClusterSchema.calls(id)] + calls.flatMap { [$0.id, Self.callRecord($0)] })

@@ -35,15 +35,20 @@ enum ClusterSchema {
         return String(decoding: out, as: UTF8.self)
     }
 
-    /// Claims a room for a candidate node, unless a live node owns it: returns the owner, or nil
-    /// when the candidate itself holds no lease. One script, so two claims never both win.
-    /// KEYS[1] room; ARGV[1] candidate, ARGV[2] lease prefix.
+    /// Claims a room for the first of the candidate nodes (in order of preference) that holds its
+    /// lease, unless a live node owns it: returns the owner, or nil when no candidate holds a lease
+    /// (the caller's view of live nodes can be a heartbeat old). One script, so two claims never
+    /// both win. KEYS[1] room; ARGV[1] lease prefix, ARGV[2…] candidates.
     static let claim = """
         local owner = redis.call('GET', KEYS[1])
-        if owner and redis.call('EXISTS', ARGV[2] .. owner) == 1 then return owner end
-        if redis.call('EXISTS', ARGV[2] .. ARGV[1]) == 0 then return false end
-        redis.call('SET', KEYS[1], ARGV[1])
-        return ARGV[1]
+        if owner and redis.call('EXISTS', ARGV[1] .. owner) == 1 then return owner end
+        for i = 2, #ARGV do
+          if redis.call('EXISTS', ARGV[1] .. ARGV[i]) == 1 then
+            redis.call('SET', KEYS[1], ARGV[i])
+            return ARGV[i]
+          end
+        end
+        return false
         """
 
     /// Gives a room up if this node still owns it. KEYS[1] room; ARGV[1] node.

@@ -16,7 +16,7 @@ final class RedisSubscriber: @unchecked Sendable {
     private let wanted = NIOLockedValueBox(Wanted())
     private let connection: RedisConnection
     private let onMessage: (_ channel: String, _ payload: String) -> Void
-    private var thread: pthread_t?
+    private let thread = NIOLockedValueBox<pthread_t?>(nil)
     /// How long a read waits before the subscriptions are compared with what is wanted.
     static let pollMilliseconds: Int32 = 50
 
@@ -32,7 +32,7 @@ final class RedisSubscriber: @unchecked Sendable {
             Unmanaged<RedisSubscriber>.fromOpaque(raw!).takeRetainedValue().run()
             return nil
         }, box.toOpaque())
-        thread = t
+        thread.withLockedValue { $0 = t }
     }
 
     /// Subscribes to `channel`; `confirmed` is called once Redis has confirmed it (at once when it
@@ -50,7 +50,7 @@ final class RedisSubscriber: @unchecked Sendable {
 
     func stop() {
         wanted.withLockedValue { $0.stopping = true }
-        if let thread { pthread_join(thread, nil) }
+        if let t = thread.withLockedValue({ $0 }) { pthread_join(t, nil) }
     }
 
     private func run() {

@@ -27,7 +27,7 @@ final class RedisWorker: @unchecked Sendable {
     /// nil while Redis cannot be reached; `reconnected` is true on its first run after a new
     /// connection was made.
     private let periodic: (RedisConnection?, _ reconnected: Bool) -> Void
-    private var thread: pthread_t?
+    private let thread = NIOLockedValueBox<pthread_t?>(nil)
 
     init(
         host: String, port: Int, timeoutMilliseconds: Int, periodMilliseconds: Int,
@@ -46,7 +46,7 @@ final class RedisWorker: @unchecked Sendable {
             worker.run()
             return nil
         }, box.toOpaque())
-        thread = t
+        thread.withLockedValue { $0 = t }
     }
 
     /// Queues `job`; false (and the job is not run) when the queue is full or the worker stopped.
@@ -84,7 +84,7 @@ final class RedisWorker: @unchecked Sendable {
         }
         guard first else { return }
         signal()
-        if let thread { pthread_join(thread, nil) }
+        if let t = thread.withLockedValue({ $0 }) { pthread_join(t, nil) }
     }
 
     private func signal() {

@@ -160,7 +160,7 @@ final class CallsShutdown: Service, Sendable {
         try? await gracefulShutdown()
         store.endAll()
         // After the calls' ends went out: the node leaves, and no other node reports them again.
-        cluster?.stop()
+        await cluster?.stop()
         store.media.shutdown()
         store.transcriber?.stop()
         // Give the sockets a moment to send `ended` and their close frames.

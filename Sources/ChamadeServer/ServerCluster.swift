@@ -34,9 +34,9 @@ final class ServerCluster: ClusterDelegate {
     }
 
     /// Leaves the cluster once the calls have ended.
-    func stop() {
+    func stop() async {
         node.stop()
-        try? http.syncShutdown()
+        try? await http.shutdown()
     }
 
     // MARK: ClusterDelegate
