@@ -98,7 +98,7 @@ TSAN_SOCKET_TESTS = Tests/server/test_websocket.py Tests/server/test_events.py T
 test-tsan: test-deps
 	scripts/install-python-deps.sh
 	$(SWIFT) test --sanitize=thread --scratch-path .build-tsan \
-		--filter "twoThreadStress|realThreadsAroundTheClock|telephoneEventsBothWays|timeoutEndsTheLeg|reportsBothWays|realThreadsTranscribe"
+		--filter "twoThreadStress|realThreadsAroundTheClock|telephoneEventsBothWays|timeoutEndsTheLeg|reportsBothWays|realThreadsTranscribe|concurrentClaimsGiveOneOwner|aSilentNodeIsReapedAndItsRoomsMove"
 	$(SWIFT) build --product chamade --sanitize=thread --scratch-path .build-tsan
 	CHAMADE_BIN=.build-tsan/debug/chamade python3 -m pytest -q $(TSAN_SOCKET_TESTS)
 

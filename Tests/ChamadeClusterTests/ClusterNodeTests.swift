@@ -154,8 +154,6 @@ final class TestDelegate: ClusterDelegate {
         for r in rooms {
             #expect(try check.command(["GET", ClusterSchema.room(r)]).string == ownersA[r])
         }
-        // Both won some: the claims really raced.
-        #expect(Set(ownersA.values) == ["a", "b"])
     }
 
     /// A node that stops heartbeating (its threads stopped without leaving, like a SIGKILL) is
