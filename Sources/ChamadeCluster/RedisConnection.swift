@@ -39,9 +39,6 @@ final class RedisConnection {
 
     var isConnected: Bool { context != nil }
 
-    /// The socket, for a subscriber that polls it.
-    var fileDescriptor: Int32 { context?.pointee.fd ?? -1 }
-
     func connect() throws(RedisError) {
         disconnect()
         let tv = timeval(tv_sec: timeoutMilliseconds / 1000, tv_usec: (timeoutMilliseconds % 1000) * 1000)
