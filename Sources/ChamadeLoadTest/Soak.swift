@@ -48,6 +48,8 @@ public enum Soak {
         public var seconds: Double
         public var churn_per_minute: Int
         public var calls_created: Int
+        /// Of those, calls in `rtp` rooms: a leg opened and closed with each.
+        public var rtp_leg_calls: Int
         public var connect_failures: Int
         /// Creates that got no answer in 30 s and were retried once (then counted in `calls_created`).
         public var create_retries: Int
@@ -87,14 +89,19 @@ public enum Soak {
 
     enum Kind {
         case native, resampled16k, resampled24k, marksAndClears, slowReader
+        /// An agent alone in an `rtp` room whose leg (PCMU) sends to the soak's echo peer: it hears
+        /// itself through the leg, both ways over real UDP; a new leg (and port pair) each life.
+        case rtpLeg
 
-        /// The slot's kind: one in ten of each special kind, the rest native.
+        /// The slot's kind: one in ten of each special kind, one in twenty slow readers and RTP
+        /// legs, the rest native.
         static func of(slot: Int) -> Kind {
             switch slot % 20 {
             case 1, 11: .resampled16k
             case 5, 15: .resampled24k
             case 7, 17: .marksAndClears
             case 3: .slowReader
+            case 13: .rtpLeg
             default: .native
             }
         }
@@ -135,7 +142,7 @@ public enum Soak {
         let lock = NSLock()
         var expected = 0, received = 0, slowReceived = 0, slowReadersClosed = 0
         var marksSent = 0, marksAnswered = 0, clearsSent = 0, clearsAnswered = 0
-        var calls = 0, connectFailures = 0, createRetries = 0
+        var calls = 0, connectFailures = 0, createRetries = 0, legCalls = 0
         /// The first few failures, in words, for the report.
         var failureSamples: [String] = []
         /// (arrival time, latency) of every click heard.
@@ -152,6 +159,8 @@ public enum Soak {
         let baseline = footprint(baselineMetrics)
         let rooms = (0..<b.rooms).map { _ in Room() }
         let tally = Tally()
+        let echo = try UDPEcho()
+        defer { echo.stop() }
         let clock0 = DispatchTime.now().uptimeNanoseconds
         let end = clock0 + UInt64(o.sampleSeconds * 1e9 * (b.seconds / o.sampleSeconds).rounded(.up))
         let meanLifetime = Double(b.agents) / Double(max(1, o.churnPerMinute)) * 60
@@ -182,7 +191,7 @@ public enum Soak {
                         let leave = min(end, DispatchTime.now().uptimeNanoseconds + UInt64(max(1, lifetime) * 1e9))
                         await agentLife(
                             o, slot: slot, life: life, runID: runID, room: room, clicks: rooms[room], tally: tally, leave: leave,
-                            logger: logger)
+                            echoPort: echo.port, logger: logger)
                         life += 1
                         lifetime = Double.random(in: 0.5...1.5, using: &rng) * meanLifetime
                     }
@@ -280,7 +289,7 @@ public enum Soak {
         return tally.lock.withLock {
             Report(
                 agents: b.agents, rooms: b.rooms, seconds: duration, churn_per_minute: o.churnPerMinute,
-                calls_created: tally.calls, connect_failures: tally.connectFailures, create_retries: tally.createRetries, failures: tally.failureSamples,
+                calls_created: tally.calls, rtp_leg_calls: tally.legCalls, connect_failures: tally.connectFailures, create_retries: tally.createRetries, failures: tally.failureSamples,
                 frames_expected: tally.expected, frames_received: tally.received,
                 frames_lost: max(0, tally.expected - tally.received), slow_reader_frames_received: tally.slowReceived,
                 slow_readers_closed: tally.slowReadersClosed,
@@ -297,12 +306,18 @@ public enum Soak {
     /// One call of a slot: create, stream and listen until `leave`, end.
     static func agentLife(
         _ o: Options, slot: Int, life: Int, runID: String, room: Int, clicks: Room, tally: Tally, leave: UInt64,
-        logger: Logger
+        echoPort: Int, logger: Logger
     ) async {
-        let b = o.base
+        var b = o.base
         let kind = Kind.of(slot: slot)
-        let rate = kind.rate(room: b.rate)
-        let meeting = "https://soak.chamade/\(runID)/room-\(room)"
+        var meeting = "https://soak.chamade/\(runID)/room-\(room)"
+        if kind == .rtpLeg {
+            // A room of its own (the name makes the URL unique), with its own click schedule.
+            b.platform = "rtp"
+            meeting = "rtp://127.0.0.1:\(echoPort)?codec=pcmu&name=soak-\(runID)-\(slot)-\(life)"
+        }
+        let clicks = kind == .rtpLeg ? Room() : clicks
+        let rate = kind == .rtpLeg ? .hz8000 : kind.rate(room: b.rate)
         let call: LoadTest.CreatedCall
         do {
             do {
@@ -323,7 +338,10 @@ public enum Soak {
             try? await Task.sleep(nanoseconds: 1_000_000_000)
             return
         }
-        tally.lock.withLock { tally.calls += 1 }
+        tally.lock.withLock {
+            tally.calls += 1
+            if kind == .rtpLeg { tally.legCalls += 1 }
+        }
         let wsURL = call.streamURL
         let block = rate.blockSampleCount
         do {
@@ -357,7 +375,9 @@ public enum Soak {
                             lastFrame = now
                             if firstCounted == nil { firstCounted = now }
                         }
-                        guard let f = first, now >= f, LoadTest.isLoud(frame) else { continue }
+                        // A leg's agent hears its own clicks back through the echo: not a latency
+                        // between agents, so not timed.
+                        guard let f = first, now >= f, kind != .rtpLeg, LoadTest.isLoud(frame) else { continue }
                         let slotNow = Int((now - 0) / slotNs)
                         for candidate in stride(from: slotNow, through: slotNow - 1, by: -1) where candidate > lastDetected {
                             if let sent = clicks.sendTime(candidate), sent <= now {
@@ -438,5 +458,53 @@ public enum Soak {
             }
             k += 1
         }
+    }
+}
+
+/// The far end of the soak's RTP legs: a UDP socket on 127.0.0.1 that sends every datagram back to
+/// where it came from, on a thread of its own.
+final class UDPEcho: @unchecked Sendable {
+    // SAFETY: `fd` and `port` are set in init; `stopping` is behind `lock`.
+    let fd: Int32
+    let port: Int
+    private let lock = NSLock()
+    private var stopping = false
+    private let done = DispatchSemaphore(value: 0)
+
+    init() throws {
+        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
+        self.fd = fd
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
+        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
+        guard fd >= 0, bound == 0 else { throw LoadTest.Failure.http("cannot bind the soak's UDP echo") }
+        port = Int(UInt16(bigEndian: address.sin_port))
+        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        let thread = Thread { [self] in
+            var buffer = [UInt8](repeating: 0, count: 2048)
+            var from = sockaddr_storage()
+            while !lock.withLock({ stopping }) {
+                var fromLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
+                let n = withUnsafeMutablePointer(to: &from) { p in
+                    p.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &fromLength) }
+                }
+                guard n > 0 else { continue }
+                _ = withUnsafePointer(to: &from) { p in
+                    p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, buffer, n, 0, $0, fromLength) }
+                }
+            }
+            done.signal()
+        }
+        thread.start()
+    }
+
+    func stop() {
+        lock.withLock { stopping = true }
+        done.wait()
+        close(fd)
     }
 }

@@ -1,6 +1,6 @@
 """The soak of issue 13 in its CI size: `chamade loadtest --soak` against a live server for two
 minutes while agents join and leave all the time (native, resampled, marks and clears, slow
-readers). Nothing may be lost or creep. The size fits a debug server and a debug load generator
+readers, agents in rooms with an RTP leg whose far end echoes). Nothing may be lost or creep. The size fits a debug server and a debug load generator
 sharing two cores; the 10-minute, 200-agent run (release) is in docs/reliability.md."""
 import json
 import subprocess
@@ -30,6 +30,10 @@ def test_two_minute_soak_with_churn_holds_steady():
         assert r["frames_lost"] == 0, summary
         assert r["late_ticks"] == 0, summary
         assert r["slow_reader_frames_received"] > 0, summary
+        # Legs came and went (a new leg and port pair each time), and their RTP made the round trip.
+        assert r["rtp_leg_calls"] >= 2, summary
+        sent, received = server.metric("chamade_leg_packets_sent_total"), server.metric("chamade_leg_packets_received_total")
+        assert sent > 1000 and received >= sent * 0.99, (sent, received)
         # Every mark and clear got its answer.
         assert r["marks_sent"] > 0 and r["marks_answered"] == r["marks_sent"], summary
         assert r["clears_sent"] > 0 and r["clears_answered"] == r["clears_sent"], summary
