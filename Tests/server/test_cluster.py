@@ -102,8 +102,15 @@ class Cluster:
                 if l.startswith("chamade_cluster_node_alive{") and l.endswith(" 1")}
 
     def stop(self):
+        # Every node is stopped even if one's sanitizer report fails the test (then raised).
+        errors = []
         for s in self.nodes.values():
-            s.stop()
+            try:
+                s.stop()
+            except AssertionError as e:
+                errors.append(e)
+        if errors:
+            raise errors[0]
 
 
 def owner_of(call):
