@@ -382,8 +382,10 @@ def test_killed_node_calls_end_and_rooms_come_back():
         api(c[survivors[0]], "DELETE", f"/api/call/{r.json()['call_id']}")
     finally:
         c.nodes[victim].proc.wait(5)
-        c.stop()
-        redis.stop()
+        try:
+            c.stop()
+        finally:
+            redis.stop()
 
 
 def test_redis_lost_and_back():
@@ -447,9 +449,11 @@ def test_redis_lost_and_back():
         for x in (call, late, r.json()):
             assert api(c[other], "DELETE", f"/api/call/{x['call_id']}").status_code == 200
     finally:
-        c.stop()
-        if redis.proc.poll() is None:
-            redis.stop()
+        try:
+            c.stop()
+        finally:
+            if redis.proc.poll() is None:
+                redis.stop()
 
 
 def test_inbound_sip_rings_on_its_node_and_is_seen_everywhere(tmp_path):
@@ -486,5 +490,7 @@ def test_inbound_sip_rings_on_its_node_and_is_seen_everywhere(tmp_path):
 
             run(go(), timeout=60)
     finally:
-        c.stop()
-        redis.stop()
+        try:
+            c.stop()
+        finally:
+            redis.stop()
