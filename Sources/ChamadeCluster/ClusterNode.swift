@@ -255,11 +255,16 @@ public final class ClusterNode: Sendable {
         }
     }
 
-    /// This node has a subscriber of the key's events: hear the other nodes' (counted). Returns
-    /// once Redis confirmed the subscription, so the events of what the client does next are not
-    /// missed (or after `timeoutMilliseconds` when Redis cannot be reached).
-    public func subscribe(keyTag: String, timeoutMilliseconds: Int = 1000) async {
+    /// This node has a subscriber of the key's events: hear the other nodes' (counted).
+    public func subscribe(keyTag: String) {
         subscriptions.withLockedValue { $0[keyTag, default: 0] += 1 }
+        subscriber.subscribe(ClusterSchema.events(keyTag)) {}
+    }
+
+    /// Returns once Redis has confirmed the subscription to the key's events, so the events of
+    /// what a client does next are not missed (or after `timeoutMilliseconds` when Redis cannot be
+    /// reached).
+    public func subscribed(keyTag: String, timeoutMilliseconds: Int = 1000) async {
         await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
             let once = NIOLockedValueBox<CheckedContinuation<Void, Never>?>(c)
             let resume: @Sendable () -> Void = {

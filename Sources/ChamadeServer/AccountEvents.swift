@@ -30,12 +30,17 @@ final class AccountEvents: Sendable {
     }
 
     /// A subscriber of the key's events from now on (the upgrade is decided: its socket is not
-    /// ready yet). In a cluster, returns once the other nodes' events of the key are heard too.
-    func subscribe(apiKey: String) async -> EventSubscription {
+    /// ready yet). In a cluster, the other nodes' events of the key are heard once `heard` returns.
+    func subscribe(apiKey: String) -> EventSubscription {
         let subscription = EventSubscription()
         subscribers.withLockedValue { $0[apiKey, default: [:]][ObjectIdentifier(subscription)] = subscription }
-        if let cluster { await cluster.subscribe(keyTag: tag(of: apiKey)) }
+        cluster?.subscribe(keyTag: tag(of: apiKey))
         return subscription
+    }
+
+    /// In a cluster: returns once Redis confirmed the key's channel (at most a second).
+    func heardAcrossNodes(apiKey: String) async {
+        await cluster?.subscribed(keyTag: tag(of: apiKey))
     }
 
     func unsubscribe(apiKey: String, _ subscription: EventSubscription) {

@@ -37,7 +37,10 @@ struct WebSocketRoutes: Sendable {
                 UpgradeRejection.record(.unauthorized, for: context.channel)
                 return .dontUpgrade
             }
-            await core.subscribeEvents(apiKey: key, channel: context.channel)
+            core.subscribeEvents(apiKey: key, channel: context.channel)
+            // Only a cluster node waits (for Redis to confirm the key's channel): a node of its own
+            // decides the upgrade without suspending, as before.
+            if core.cluster != nil { await core.events.heardAcrossNodes(apiKey: key) }
             return .upgrade([:])
         } onUpgrade: { inbound, outbound, context in
             await core.runEvents(channel: context.requestContext.channel, inbound: inbound, outbound: outbound)
@@ -126,8 +129,8 @@ extension ServerCore {
     /// Runs an account events socket until it closes. What the client sends is ignored.
     /// Subscribes a key's events socket when its upgrade is decided (before the 101): events from
     /// then on wait for the socket. The subscription ends when the connection closes.
-    func subscribeEvents(apiKey: String, channel: any Channel) async {
-        let subscription = await events.subscribe(apiKey: apiKey)
+    func subscribeEvents(apiKey: String, channel: any Channel) {
+        let subscription = events.subscribe(apiKey: apiKey)
         let id = ObjectIdentifier(channel)
         pendingSubscriptions.withLockedValue { $0[id] = subscription }
         channel.closeFuture.whenComplete { [events, pendingSubscriptions] _ in

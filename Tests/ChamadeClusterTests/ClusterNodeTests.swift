@@ -166,7 +166,8 @@ final class TestDelegate: ClusterDelegate {
         survivor.start(delegate: watcher)
         defer { survivor.stop() }
         let tag = ClusterNode.tag(ofKey: "key")
-        await survivor.subscribe(keyTag: tag)
+        survivor.subscribe(keyTag: tag)
+        await survivor.subscribed(keyTag: tag)
 
         // The node that will die: registered by hand (a ClusterNode always leaves cleanly).
         let c = RedisConnection(host: "127.0.0.1", port: redis.port, timeoutMilliseconds: 500)
