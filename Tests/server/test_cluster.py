@@ -16,13 +16,13 @@ import socket
 import subprocess
 import time
 
-import numpy as np
 import pytest
 import websockets
 
 from conftest import KEY1, KEY2, Server, api, open_stream, record, recv_json, run
 from rtp_peers import UdpCollector
 from sip_peers import Sipp, sip_address
+from test_websocket import band_amplitude, sine
 
 LEASE_S = 3.0  # ClusterConfiguration.leaseMilliseconds
 HEARTBEAT_S = 1.0
@@ -124,19 +124,6 @@ def create(node, meeting, key=KEY1, platform="discord", name="AI Agent"):
 
 def room_key(platform, meeting):
     return "chamade:room:" + hashlib.sha256(f"{platform}\n{meeting}".encode()).hexdigest()
-
-
-def sine(freq, rate, seconds, dbfs=-6.0):
-    t = np.arange(int(rate * seconds)) / rate
-    return (10 ** (dbfs / 20) * 32767 * np.sin(2 * np.pi * freq * t)).round().astype("<i2")
-
-
-def band_amplitude(x, freq, rate):
-    x = np.asarray(x, dtype=float)
-    w = np.hanning(len(x))
-    spec = np.abs(np.fft.rfft(x * w)) * 2 / w.sum()
-    k = int(round(freq * len(x) / rate))
-    return spec[max(0, k - 2):k + 3].max()
 
 
 _rooms = [0]
