@@ -196,11 +196,12 @@ public final class ClusterNode: Sendable {
         }
     }
 
+    /// A lease's node: alive, since its lease is there.
     static func decodeLease(node: String, json: String) -> NodeInfo? {
-        guard var info = try? JSONDecoder().decode(NodeInfo.self, from: Data(json.utf8)) else { return nil }
-        info.id = node
-        info.alive = true
-        return info
+        guard let l = try? JSONDecoder().decode(NodeLoad.self, from: Data(json.utf8)) else { return nil }
+        return NodeInfo(
+            id: node, url: l.url, alive: true, rooms: l.rooms, participants: l.participants, lateTicks: l.lateTicks,
+            cpuPercent: l.cpuPercent)
     }
 
     // MARK: calls
@@ -381,10 +382,10 @@ public final class ClusterNode: Sendable {
     }
 
     static func leaseJSON(_ load: NodeLoad) -> String {
-        json([
-            "url": load.url, "rooms": load.rooms, "participants": load.participants, "late_ticks": load.lateTicks,
-            "cpu_percent": (load.cpuPercent * 10).rounded() / 10, "alive": true, "id": "",
-        ])
+        var rounded = load
+        rounded.cpuPercent = (load.cpuPercent * 10).rounded() / 10
+        guard let data = try? JSONEncoder().encode(rounded) else { return "{}" }
+        return String(decoding: data, as: UTF8.self)
     }
 
     static func json(_ object: [String: Any]) -> String {

@@ -75,13 +75,19 @@ public struct NodeInfo: Sendable, Equatable, Codable {
     }
 }
 
-/// What a node reports with each heartbeat.
-public struct NodeLoad: Sendable {
+/// What a node reports with each heartbeat: its lease's value in Redis.
+public struct NodeLoad: Sendable, Codable {
     public var url: String
     public var rooms: Int
     public var participants: Int
     public var lateTicks: Int
     public var cpuPercent: Double
+    enum CodingKeys: String, CodingKey {
+        case url, rooms, participants
+        case lateTicks = "late_ticks"
+        case cpuPercent = "cpu_percent"
+    }
+
     public init(url: String, rooms: Int, participants: Int, lateTicks: Int, cpuPercent: Double) {
         self.url = url
         self.rooms = rooms
