@@ -50,6 +50,11 @@ public enum Soak {
         public var calls_created: Int
         /// Of those, calls in `rtp` rooms: a leg opened and closed with each.
         public var rtp_leg_calls: Int
+        /// Blocks the agents could not send before the tick they were meant for (the load
+        /// generator's own stalls), dropped rather than sent late, and when those stalls were
+        /// (seconds into the run, the first 20).
+        public var late_blocks_dropped: Int
+        public var late_block_times_s: [Double]
         public var connect_failures: Int
         /// Creates that got no answer in 30 s and were retried once (then counted in `calls_created`).
         public var create_retries: Int
@@ -143,6 +148,8 @@ public enum Soak {
         var expected = 0, received = 0, slowReceived = 0, slowReadersClosed = 0
         var marksSent = 0, marksAnswered = 0, clearsSent = 0, clearsAnswered = 0
         var calls = 0, connectFailures = 0, createRetries = 0, legCalls = 0
+        var lateBlocks = 0
+        var lateTimes: [UInt64] = []
         /// The first few failures, in words, for the report.
         var failureSamples: [String] = []
         /// (arrival time, latency) of every click heard.
@@ -208,7 +215,7 @@ public enum Soak {
         }
         try? await Task.sleep(nanoseconds: 5_000_000_000)
         let final = footprint(try await LoadTest.metricValues(b))
-        return report(o, samples: samples, tally: tally, baseline: baseline, final: final)
+        return report(o, samples: samples, tally: tally, baseline: baseline, final: final, clock0: clock0)
     }
 
     static func footprint(_ m: [String: Double]) -> Footprint {
@@ -263,7 +270,7 @@ public enum Soak {
         return (Double(h.valueAtPercentile(50)) / 1e6, Double(h.valueAtPercentile(99)) / 1e6)
     }
 
-    static func report(_ o: Options, samples: [Sample], tally: Tally, baseline: Footprint, final: Footprint) -> Report {
+    static func report(_ o: Options, samples: [Sample], tally: Tally, baseline: Footprint, final: Footprint, clock0: UInt64) -> Report {
         let b = o.base
         let duration = b.seconds
         let minute = min(60, duration / 2)
@@ -289,7 +296,10 @@ public enum Soak {
         return tally.lock.withLock {
             Report(
                 agents: b.agents, rooms: b.rooms, seconds: duration, churn_per_minute: o.churnPerMinute,
-                calls_created: tally.calls, rtp_leg_calls: tally.legCalls, connect_failures: tally.connectFailures, create_retries: tally.createRetries, failures: tally.failureSamples,
+                calls_created: tally.calls, rtp_leg_calls: tally.legCalls,
+                late_blocks_dropped: tally.lateBlocks,
+                late_block_times_s: tally.lateTimes.prefix(20).map { Double($0 &- clock0) / 1e9 },
+                connect_failures: tally.connectFailures, create_retries: tally.createRetries, failures: tally.failureSamples,
                 frames_expected: tally.expected, frames_received: tally.received,
                 frames_lost: max(0, tally.expected - tally.received), slow_reader_frames_received: tally.slowReceived,
                 slow_readers_closed: tally.slowReadersClosed,
@@ -437,8 +447,26 @@ public enum Soak {
         while true {
             let deadline = start + k * blockNs
             if deadline + blockNs >= leave { break }
-            let now = DispatchTime.now().uptimeNanoseconds
-            if deadline > now { try await Task.sleep(nanoseconds: deadline - now) }
+            var now = DispatchTime.now().uptimeNanoseconds
+            if deadline > now {
+                try await Task.sleep(nanoseconds: deadline - now)
+                now = DispatchTime.now().uptimeNanoseconds
+            }
+            // A block that would reach the server after the tick it was meant for (ticks fall half
+            // a block after the deadlines) is dropped, as a live source drops what it could not
+            // send in time. Sent late, it would wait a tick in the server's playout queue, and so
+            // would every block after it (the queue plays what it is given, in order, a block a
+            // tick): a sender that caught up after a stall would carry its stall as latency to the
+            // end of the call, and the soak would time the load generator instead of the server.
+            if now > deadline + blockNs / 2 {
+                let missed = (now - deadline - blockNs / 2) / blockNs + 1
+                tally.lock.withLock {
+                    tally.lateBlocks += Int(missed)
+                    tally.lateTimes.append(now)
+                }
+                k += missed
+                continue
+            }
             let slot = Int(DispatchTime.now().uptimeNanoseconds / slotNs)
             // The first block that starts in a new 100 ms slot may click, once per room and slot.
             let opens = Int((DispatchTime.now().uptimeNanoseconds - blockNs) / slotNs) < slot

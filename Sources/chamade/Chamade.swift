@@ -392,6 +392,7 @@ struct LoadTestCommand: AsyncParsableCommand {
         print("soak: \(r.agents) agents in \(r.rooms) rooms for \(r.seconds) s, \(r.churn_per_minute) replaced a minute: \(r.calls_created) calls, \(r.connect_failures) failures")
         print("well-behaved frames expected \(r.frames_expected), received \(r.frames_received), lost \(r.frames_lost); slow readers got \(r.slow_reader_frames_received), \(r.slow_readers_closed) closed by the server")
         print("marks \(r.marks_answered)/\(r.marks_sent) answered, clears \(r.clears_answered)/\(r.clears_sent)")
+        print("\(r.late_blocks_dropped) blocks the agents could not send in time dropped (at \(r.late_block_times_s.map { f($0) }.joined(separator: ", ")) s)")
         print("late ticks \(r.late_ticks); latency p99 first minute \(f(r.latency_p99_first_minute_ms)) ms, last minute \(f(r.latency_p99_last_minute_ms)) ms")
         print("RSS after warm-up \(f(r.rss_after_warmup_mb)) MB, drift \(f(r.rss_drift_percent)) % (second half against first), swing \(f(r.rss_swing_percent)) %; \(r.create_retries) creates retried")
         print("baseline: RSS \(f(r.baseline.rss_mb)) MB, \(r.baseline.threads) threads, \(r.baseline.fds) fds; at the end: RSS \(f(r.final.rss_mb)) MB, \(r.final.threads) threads, \(r.final.fds) fds")
