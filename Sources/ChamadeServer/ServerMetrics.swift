@@ -41,6 +41,22 @@ final class ServerMetrics: Sendable {
     }
     private let sipInstruments: SIPInstruments?
     static let dialogStates = ["ringing", "connecting", "active"]
+    // The SIP instruments' names, with the help text `/metrics` gives them.
+    static var sipDialogs: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "chamade_sip_dialogs", unitName: "", helpText: "SIP dialogs by state")
+    }
+    static var sipRegistrations: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "chamade_sip_registrations", unitName: "", helpText: "SIP registrations by state")
+    }
+    static var sipResponsesSent: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "chamade_sip_responses_sent", unitName: "total", helpText: "SIP responses sent, by class")
+    }
+    static var sipResponsesReceived: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "chamade_sip_responses_received", unitName: "total", helpText: "SIP responses received, by class")
+    }
+    static var sipRequests: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "chamade_sip_requests", unitName: "total", helpText: "SIP requests sent and received")
+    }
     private let last = NIOLockedValueBox<[String: Int]>([:])
 
     init(sip: Bool) {
@@ -78,17 +94,17 @@ final class ServerMetrics: Sendable {
         }
         var i = SIPInstruments()
         for state in Self.dialogStates {
-            i.dialogs[state] = registry.makeGauge(name: "chamade_sip_dialogs", labels: [("state", state)])
+            i.dialogs[state] = registry.makeGauge(descriptor: Self.sipDialogs, labels: [("state", state)])
         }
         for state in SIPRegistrationStatus.State.allCases {
-            i.registrations[state.rawValue] = registry.makeGauge(name: "chamade_sip_registrations", labels: [("state", state.rawValue)])
+            i.registrations[state.rawValue] = registry.makeGauge(descriptor: Self.sipRegistrations, labels: [("state", state.rawValue)])
         }
         for k in 1...6 {
-            i.counters["sent \(k)"] = registry.makeCounter(name: "chamade_sip_responses_sent_total", labels: [("class", "\(k)xx")])
-            i.counters["received \(k)"] = registry.makeCounter(name: "chamade_sip_responses_received_total", labels: [("class", "\(k)xx")])
+            i.counters["sent \(k)"] = registry.makeCounter(descriptor: Self.sipResponsesSent, labels: [("class", "\(k)xx")])
+            i.counters["received \(k)"] = registry.makeCounter(descriptor: Self.sipResponsesReceived, labels: [("class", "\(k)xx")])
         }
         for direction in ["sent", "received"] {
-            i.counters[direction] = registry.makeCounter(name: "chamade_sip_requests_total", labels: [("direction", direction)])
+            i.counters[direction] = registry.makeCounter(descriptor: Self.sipRequests, labels: [("direction", direction)])
         }
         sipInstruments = i
     }
