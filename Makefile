@@ -92,11 +92,11 @@ test-asan: test-deps
 # clock, legs whose API thread, media worker, event thread and clock all meet (digits queued
 # both ways, a timeout, RTCP both ways), and transcription's threads (tap, router, recognizers);
 # then the socket tests where the server's threads meet most (streams, events, lifecycle, slow
-# readers, legs) against a TSan-built server. Tests/tsan-suppressions.txt names the one false
+# readers, legs, three cluster nodes on a real Redis) against TSan-built servers. Tests/tsan-suppressions.txt names the one false
 # positive suppressed (a continuation resumed on a NIO thread; the Concurrency runtime is not
 # instrumented).
 TSAN_SOCKET_TESTS = Tests/server/test_websocket.py Tests/server/test_events.py Tests/server/test_lifecycle.py \
-	Tests/server/test_ordering_and_slow.py Tests/server/test_rtp_legs.py
+	Tests/server/test_ordering_and_slow.py Tests/server/test_rtp_legs.py Tests/server/test_cluster.py
 test-tsan: export TSAN_OPTIONS = suppressions=$(CURDIR)/Tests/tsan-suppressions.txt:print_suppressions=1
 test-tsan: test-deps
 	scripts/install-python-deps.sh
