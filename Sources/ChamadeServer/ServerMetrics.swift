@@ -1,3 +1,4 @@
+import ChamadeCluster
 import ChamadeEngine
 import ChamadeMedia
 import ChamadeSIP
@@ -58,6 +59,21 @@ final class ServerMetrics: Sendable {
         MetricNameDescriptor(metricName: "chamade_sip_requests", unitName: "total", helpText: "SIP requests sent and received")
     }
     private let last = NIOLockedValueBox<[String: Int]>([:])
+    /// The cluster's families, made at the first refresh of a cluster node: whether Redis answered
+    /// the last operation, and one gauge per live node of the last heartbeat (a node gone is
+    /// unregistered, so ids that come and go leave nothing behind).
+    private struct ClusterInstruments: @unchecked Sendable {
+        // SAFETY: as `Instruments`; the struct is only used under its box's lock.
+        var redisUp: Prometheus.Gauge?
+        var nodeAlive: [String: Prometheus.Gauge] = [:]
+    }
+    private let clusterInstruments = NIOLockedValueBox(ClusterInstruments())
+    static var clusterRedisUp: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "chamade_cluster_redis_up", unitName: "", helpText: "Redis answered the last operation")
+    }
+    static var clusterNodeAlive: MetricNameDescriptor {
+        MetricNameDescriptor(metricName: "chamade_cluster_node_alive", unitName: "", helpText: "Live nodes at the last heartbeat")
+    }
 
     init(sip: Bool) {
         var factory = PrometheusMetricsFactory(registry: registry)
@@ -121,7 +137,7 @@ final class ServerMetrics: Sendable {
     ]
 
     /// Brings every metric up to date, then renders the Prometheus text.
-    func render(engine: Engine, store: CallStore, counters: ServerCounters, speech: ServerSpeech) -> String {
+    func render(engine: Engine, store: CallStore, counters: ServerCounters, speech: ServerSpeech, cluster: ClusterNode?) -> String {
         last.withLockedValue { last in
             let s = engine.statistics()
             let stt = speech.transcriber?.statistics
@@ -164,6 +180,7 @@ final class ServerMetrics: Sendable {
                 last[name] = value
             }
             if let sip = sipInstruments, let gateway = store.sip { update(sip, from: gateway, store: store, last: &last) }
+            if let cluster { update(from: cluster) }
             engine.drainTickTimes { instruments.tickTime.recordNanoseconds($0) }
             if let p = ProcessStatistics.current() {
                 instruments.resident.record(p.residentBytes)
@@ -173,6 +190,23 @@ final class ServerMetrics: Sendable {
             }
         }
         return registry.emitToString()
+    }
+
+    private func update(from cluster: ClusterNode) {
+        let live = Set(cluster.liveNodes().map(\.id))
+        clusterInstruments.withLockedValue { c in
+            if c.redisUp == nil { c.redisUp = registry.makeGauge(descriptor: Self.clusterRedisUp) }
+            c.redisUp?.set(Int64(cluster.isReachable ? 1 : 0))
+            for (id, gauge) in c.nodeAlive where !live.contains(id) {
+                registry.unregisterGauge(gauge)
+                c.nodeAlive[id] = nil
+            }
+            for id in live where c.nodeAlive[id] == nil {
+                let gauge = registry.makeGauge(descriptor: Self.clusterNodeAlive, labels: [("node", id)])
+                gauge.set(Int64(1))
+                c.nodeAlive[id] = gauge
+            }
+        }
     }
 
     private func update(_ sip: SIPInstruments, from gateway: SIPGateway, store: CallStore, last: inout [String: Int]) {

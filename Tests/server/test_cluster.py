@@ -99,7 +99,7 @@ class Cluster:
         # The nodes `via` saw at its last heartbeat: the calls it lists come from them.
         r = api(self.nodes[via], "GET", "/metrics")
         return {l.split('node="')[1].split('"')[0] for l in r.text.splitlines()
-                if l.startswith("chamade_cluster_node_alive{") and l.endswith(" 1")}
+                if l.startswith("chamade_cluster_node_alive{") and float(l.split()[-1]) == 1}
 
     def stop(self):
         # Every node is stopped even if one's sanitizer report fails the test (then raised).

@@ -42,13 +42,8 @@ struct OperationsController {
     }
 
     @Sendable func metrics(_ request: Request, context: APIRequestContext) async throws -> Response {
-        var text = core.metrics.render(engine: core.engine, store: core.store, counters: core.counters, speech: core.speech)
-        if let cluster = core.cluster {
-            // Whether Redis answered the last operation, and the live nodes of the last heartbeat.
-            text += "# TYPE chamade_cluster_redis_up gauge\nchamade_cluster_redis_up \(cluster.node.isReachable ? 1 : 0)\n"
-            text += "# TYPE chamade_cluster_node_alive gauge\n"
-            for n in cluster.node.liveNodes() { text += "chamade_cluster_node_alive{node=\"\(n.id)\"} 1\n" }
-        }
+        let text = core.metrics.render(
+            engine: core.engine, store: core.store, counters: core.counters, speech: core.speech, cluster: core.cluster?.node)
         return Response(
             status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
             body: .init(byteBuffer: ByteBuffer(string: text)))
