@@ -145,6 +145,7 @@ let package = Package(
             name: "ChamadeLoadTest",
             dependencies: [
                 "ChamadeCore",
+                "ChamadeMedia",
                 .product(name: "HummingbirdWSClient", package: "hummingbird-websocket"),
                 .product(name: "Histogram", package: "hdrhistogram-swift"),
                 .product(name: "Logging", package: "swift-log"),

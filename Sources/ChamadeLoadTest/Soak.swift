@@ -1,4 +1,5 @@
-public import ChamadeCore
+import ChamadeCore
+import ChamadeMedia
 import Foundation
 import Histogram
 import HummingbirdWSClient
@@ -492,37 +493,29 @@ public enum Soak {
 /// The far end of the soak's RTP legs: a UDP socket on 127.0.0.1 that sends every datagram back to
 /// where it came from, on a thread of its own.
 final class UDPEcho: @unchecked Sendable {
-    // SAFETY: `fd` and `port` are set in init; `stopping` is behind `lock`.
-    let fd: Int32
-    let port: Int
+    // SAFETY: `socket` is only read (its calls never block); `stopping` is behind `lock`.
+    private let socket: UDPSocket
     private let lock = NSLock()
     private var stopping = false
     private let done = DispatchSemaphore(value: 0)
+    var port: Int { Int(socket.local.port) }
 
     init() throws {
-        let fd = socket(AF_INET, Int32(SOCK_DGRAM.rawValue), 0)
-        self.fd = fd
-        var address = sockaddr_in()
-        address.sin_family = sa_family_t(AF_INET)
-        address.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) } }
-        _ = withUnsafeMutablePointer(to: &address) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(fd, $0, &length) } }
-        guard fd >= 0, bound == 0 else { throw LoadTest.Failure.http("cannot bind the soak's UDP echo") }
-        port = Int(UInt16(bigEndian: address.sin_port))
-        var timeout = timeval(tv_sec: 0, tv_usec: 200_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &timeout, socklen_t(MemoryLayout<timeval>.size))
+        do {
+            socket = try UDPSocket(binding: Endpoint(address: 0x7F00_0001, port: 0))
+        } catch {
+            throw LoadTest.Failure.http("cannot bind the soak's UDP echo: \(error)")
+        }
         let thread = Thread { [self] in
             var buffer = [UInt8](repeating: 0, count: 2048)
-            var from = sockaddr_storage()
+            var ready = pollfd(fd: socket.descriptor, events: Int16(POLLIN), revents: 0)
             while !lock.withLock({ stopping }) {
-                var fromLength = socklen_t(MemoryLayout<sockaddr_storage>.size)
-                let n = withUnsafeMutablePointer(to: &from) { p in
-                    p.withMemoryRebound(to: sockaddr.self, capacity: 1) { recvfrom(fd, &buffer, buffer.count, 0, $0, &fromLength) }
-                }
-                guard n > 0 else { continue }
-                _ = withUnsafePointer(to: &from) { p in
-                    p.withMemoryRebound(to: sockaddr.self, capacity: 1) { sendto(fd, buffer, n, 0, $0, fromLength) }
+                // Wakes at least every 200 ms to see whether it should stop.
+                guard poll(&ready, 1, 200) > 0 else { continue }
+                buffer.withUnsafeMutableBytes { bytes in
+                    while let datagram = socket.receive(into: bytes) {
+                        socket.send(UnsafeRawBufferPointer(rebasing: bytes[0..<datagram.byteCount]), to: datagram.source)
+                    }
                 }
             }
             done.signal()
@@ -533,6 +526,5 @@ final class UDPEcho: @unchecked Sendable {
     func stop() {
         lock.withLock { stopping = true }
         done.wait()
-        close(fd)
     }
 }
