@@ -115,10 +115,15 @@ def api(server, method, path, key=KEY1, **kw):
 _meeting = [0]
 
 
+def new_meeting():
+    """A meeting URL no other test (or run) uses: a room of its own."""
+    _meeting[0] += 1
+    return f"https://meet.example/{os.getpid()}/{time.time()}/{_meeting[0]}"
+
+
 def new_call(server, platform="discord", meeting=None, key=KEY1, name="AI Agent"):
     if meeting is None:
-        _meeting[0] += 1
-        meeting = f"https://meet.example/{os.getpid()}/{time.time()}/{_meeting[0]}"
+        meeting = new_meeting()
     r = api(server, "POST", "/api/call", key=key, json={"platform": platform, "meeting_url": meeting, "agent_name": name})
     assert r.status_code == 200, r.text
     return r.json()

@@ -1,9 +1,7 @@
 """SPEC §3 through a real socket: every route, its errors, auth and isolation."""
-import json
-
 import httpx
 
-from conftest import KEY1, KEY2, api, new_call
+from conftest import KEY2, api, new_call
 
 PLATFORM_RATES = {"discord": 48000, "meet": 48000, "nctalk": 48000, "slack": 48000,
                   "teams": 16000, "zoom": 16000, "telegram": 16000, "whatsapp": 16000}

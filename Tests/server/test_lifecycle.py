@@ -1,6 +1,5 @@
 """Start-up and shutdown of `chamade serve`: key handling, SIGTERM ending every call cleanly."""
 import asyncio
-import json
 import os
 import signal
 

@@ -7,7 +7,6 @@ import time
 
 import numpy as np
 import pytest
-import websockets
 
 from conftest import KEY1, Server, api, new_call, open_stream, record, recv_json, run
 
